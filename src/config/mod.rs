@@ -1,0 +1,4 @@
+pub mod duration;
+pub mod env;
+pub mod error;
+pub mod raw;

@@ -1,0 +1,205 @@
+//! The `gateway.yaml` file format, exactly as written by users.
+//!
+//! Nothing outside `config` sees these types: [`super::Config`] is built from them once, at
+//! start-up, and carries parsed addresses, durations, loaded keys and the compiled route table.
+//! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
+
+use super::duration::ConfigDuration;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    pub admin_listen: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub audience: Option<String>,
+    pub signing_keys: Vec<RawSigningKey>,
+    #[serde(default)]
+    pub token_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    #[serde(default)]
+    pub software_statements: Option<RawSoftwareStatements>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub bearer: RawBearer,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub registration: RawRegistration,
+    #[serde(default)]
+    pub token_endpoint: RawTokenEndpoint,
+    #[serde(default)]
+    pub server: RawServer,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub private_key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    #[serde(default)]
+    pub registration_file: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_hash: Option<String>,
+    #[serde(default)]
+    pub introspection: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoftwareStatements {
+    #[serde(default)]
+    pub trusted: Vec<RawTrustSource>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub allow_untrusted: bool,
+    #[serde(default)]
+    pub untrusted_scopes: Vec<String>,
+}
+
+/// One source of keys trusted to sign software statements.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustSource {
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub jku: Option<String>,
+    #[serde(default)]
+    pub trusted_list: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub connect_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub read_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub write_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval: Option<ConfigDuration>,
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub healthy_threshold: Option<usize>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub scope_type: Option<String>,
+    #[serde(default)]
+    pub auth: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBearer {
+    #[serde(default)]
+    pub allow_query_token: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    #[serde(default)]
+    pub negative_ttl: Option<ConfigDuration>,
+    #[serde(default)]
+    pub negative_max_entries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistration {
+    #[serde(default)]
+    pub lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenEndpoint {
+    #[serde(default)]
+    pub max_assertion_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_replay_entries: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub work_stealing: Option<bool>,
+    #[serde(default)]
+    pub grace_period: Option<ConfigDuration>,
+    #[serde(default)]
+    pub graceful_shutdown_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub upstream_keepalive_pool_size: Option<usize>,
+    #[serde(default)]
+    pub access_log: Option<bool>,
+}
