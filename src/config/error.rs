@@ -88,25 +88,6 @@ impl Diagnostics {
         });
     }
 
-    /// Records the error of `result` under `key` and returns its value, if any.
-    pub fn check<T, E: fmt::Display>(&mut self, key: &str, result: Result<T, E>) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(key, e.to_string());
-                None
-            }
-        }
-    }
-
-    pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ConfigErrors> {
-        if self.errors.is_empty() {
-            Ok(value())
-        } else {
-            Err(ConfigErrors(self.errors))
-        }
-    }
-
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }

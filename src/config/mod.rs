@@ -1,4 +1,246 @@
+//! Configuration: `gateway.yaml` is read once, at start-up, into a validated [`Config`].
+//!
+//! [`raw`] is the file format; [`build`] turns it into the types below (parsed addresses and
+//! durations, loaded keys and client documents, the compiled route table), collecting every error
+//! with the file and key it concerns. Nothing downstream re-checks or re-parses the file.
+
+mod build;
 pub mod duration;
 pub mod env;
 pub mod error;
 pub mod raw;
+
+use crate::keys::{KeyRing, PublicJwkSet};
+use crate::routes::RouteTable;
+use crate::scope::ScopeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+
+/// The validated gateway configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub admin_listen: SocketAddr,
+    pub issuer: Issuer,
+    /// `aud` of issued access tokens, checked on every proxied request.
+    pub audience: String,
+    pub keys: Arc<KeyRing>,
+    pub token_lifetime: Duration,
+    /// Clock skew allowed on `exp`, `nbf` and `iat` of access tokens and client assertions.
+    pub leeway: Duration,
+    pub clients: Vec<ConfiguredClient>,
+    pub software_statements: Option<SoftwareStatementPolicy>,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: RouteTable,
+    pub bearer: BearerConfig,
+    pub cache: CacheConfig,
+    pub registration: RegistrationConfig,
+    pub token_endpoint: TokenEndpointConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The public base URL of the gateway; every endpoint URL derives from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// Without a trailing slash, e.g. `https://api.grounddata.example` or `https://h/oauth`.
+    base: String,
+    /// The path part of `base` (empty, or like `/oauth`); hosted endpoints live below it.
+    path_prefix: String,
+}
+
+impl Issuer {
+    pub fn as_str(&self) -> &str {
+        &self.base
+    }
+
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// The absolute URL of an endpoint path such as `/token`.
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("{}{}", self.base, endpoint)
+    }
+
+    /// The request path an endpoint such as `/token` is served at.
+    pub fn path(&self, endpoint: &str) -> String {
+        format!("{}{}", self.path_prefix, endpoint)
+    }
+}
+
+/// Where a client's public keys are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKeys {
+    Jwks(PublicJwkSet),
+    JwksUri(String),
+}
+
+/// A partner's client registration document, agreed in advance and stored by the API owner.
+#[derive(Debug, Clone)]
+pub struct ClientDocument {
+    pub file: PathBuf,
+    /// The document as stored, echoed (with our decisions) in registration responses.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub keys: ClientKeys,
+    /// RFC 7638 thumbprints of `keys` when they are inline.
+    pub thumbprints: Vec<String>,
+}
+
+/// A client secret for `client_secret_basic` / `client_secret_post`.
+#[derive(Clone)]
+pub enum ClientSecret {
+    /// Read from an environment variable at start-up.
+    Plain { env_var: String, value: String },
+    /// An Argon2 PHC string (`$argon2id$...`).
+    Argon2 { phc: String },
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientSecret::Plain { env_var, .. } => write!(f, "ClientSecret::Plain(from ${env_var})"),
+            ClientSecret::Argon2 { .. } => f.write_str("ClientSecret::Argon2(..)"),
+        }
+    }
+}
+
+/// A partner configured in `gateway.yaml`.
+#[derive(Debug, Clone)]
+pub struct ConfiguredClient {
+    pub name: String,
+    pub document: Option<ClientDocument>,
+    /// What the partner may be granted.
+    pub scopes: ScopeSet,
+    /// A fixed client_id usable without registering first.
+    pub client_id: Option<String>,
+    pub secret: Option<ClientSecret>,
+    /// May introspect tokens issued to other clients.
+    pub introspection: bool,
+}
+
+/// A source of keys trusted to sign software statements.
+#[derive(Debug, Clone)]
+pub enum TrustSource {
+    /// A key set loaded from a file; statements whose `kid` is in it are verified with it.
+    Jwks(PublicJwkSet),
+    /// A key-set URL; statements naming it as `jku` are verified with the keys fetched from it.
+    Jku(String),
+    /// An OADA trusted list (v1: array of jku URLs; v2: `{version: "2", jkus, jwks}`) at a URL.
+    TrustedListUrl(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SoftwareStatementPolicy {
+    pub trusted: Vec<TrustSource>,
+    /// What clients registered with a trusted statement may be granted.
+    pub scopes: ScopeSet,
+    /// Accept statements verifiable only with their own embedded key.
+    pub allow_untrusted: bool,
+    pub untrusted_scopes: ScopeSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    None,
+    Tcp,
+    Http { path: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+    pub health_check: HealthCheckConfig,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// How long an idle upstream keep-alive connection is kept in the pool.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BearerConfig {
+    /// Accept `?access_token=` (RFC 6750 §2.3). Off by default: URLs end up in logs.
+    pub allow_query_token: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub negative_ttl: Duration,
+    pub negative_max_entries: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    pub lifetime: Duration,
+    pub max_entries: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenEndpointConfig {
+    /// How far ahead of now a client assertion's `exp` may be.
+    pub max_assertion_lifetime: Duration,
+    /// Bound on remembered assertion `jti`s; when full, new assertions are refused, never replays
+    /// let through.
+    pub max_replay_entries: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub upstream_keepalive_pool_size: usize,
+    pub access_log: bool,
+}
+
+impl Config {
+    /// Reads and validates `path`, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(path, &env::ProcessEnv)
+    }
+
+    pub fn load_with_env(path: &Path, environment: &dyn env::Environment) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        Self::from_yaml(&text, path, environment)
+    }
+
+    /// Parses config text as if it were the file `path` (relative paths resolve against its folder).
+    pub fn from_yaml(text: &str, path: &Path, environment: &dyn env::Environment) -> Result<Config, ConfigErrors> {
+        build::build(text, path, environment)
+    }
+
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}

@@ -1,0 +1,511 @@
+//! Access-token verification with a bounded in-memory cache.
+//!
+//! A token is verified once: signature (with the algorithm of the key its `kid` names, never the
+//! header's choice), `typ`, `iss`, `aud`, `exp`/`nbf`/`iat` with leeway, required claims, and the
+//! revocation list. The result is cached in moka until the token expires, so a repeated token
+//! costs a hash and a lookup. Tokens that failed after costing a signature check are cached
+//! negatively for a short time. An entry is keyed by a keyed BLAKE3 hash of the token: the cache
+//! never holds bearer tokens, and the key is secret, so nobody can aim a collision at an entry.
+
+use super::bearer::MAX_TOKEN_LEN;
+use crate::keys::KeyRing;
+use crate::scope::ScopeSet;
+use crate::store::{Store, StoreError};
+use crate::token::ACCESS_TOKEN_TYP;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::Validation;
+use moka::sync::Cache;
+use moka::Expiry;
+use serde::Deserialize;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a verified token grants; shared by every token with the same client and scope, so a
+/// million cached tokens of a few clients hold a few grants.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub client_id: Box<str>,
+    /// The scope claim as issued (forwarded upstream as `X-OADA-Scope`).
+    pub scope: Box<str>,
+    pub scopes: ScopeSet,
+}
+
+/// A verified, unexpired, unrevoked access token.
+#[derive(Debug, Clone)]
+pub struct ValidToken {
+    /// Unix time after which the token is refused (`exp` + leeway).
+    pub valid_until: u64,
+    pub grant: Arc<Grant>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    UnknownKey,
+    WrongAlgorithm,
+    BadSignature,
+    WrongType,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    NotYetValid,
+    IssuedInFuture,
+    Expired,
+    Revoked,
+}
+
+impl TokenRejection {
+    /// `error_description` for RFC 6750 responses: precise enough to debug, nothing about keys.
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenRejection::Malformed => "the access token is not a well-formed JWT",
+            TokenRejection::UnknownKey => "the access token was not signed by a key of this gateway",
+            TokenRejection::WrongAlgorithm => "the access token's algorithm is not the one of its key",
+            TokenRejection::BadSignature => "the access token's signature is invalid",
+            TokenRejection::WrongType => "the token is not an access token (typ must be at+jwt)",
+            TokenRejection::WrongIssuer => "the access token was issued by another issuer",
+            TokenRejection::WrongAudience => "the access token is for another audience",
+            TokenRejection::MissingClaim => "the access token lacks a required claim",
+            TokenRejection::NotYetValid => "the access token is not valid yet",
+            TokenRejection::IssuedInFuture => "the access token was issued in the future",
+            TokenRejection::Expired => "the access token expired",
+            TokenRejection::Revoked => "the access token was revoked",
+        }
+    }
+
+    /// Rejections whose cause cost a signature check: worth remembering for a while.
+    fn worth_caching(self) -> bool {
+        !matches!(
+            self,
+            TokenRejection::Malformed | TokenRejection::UnknownKey | TokenRejection::WrongAlgorithm
+        )
+    }
+}
+
+/// Why verification could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{}", .0.description())]
+    Rejected(TokenRejection),
+    /// The revocation list could not be read; the token is refused (fail closed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A successful verification.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub token: ValidToken,
+    /// Answered from the cache without a signature check.
+    pub cached: bool,
+}
+
+/// Claims read from an access token; the rest are checked by `Validation` or ignored.
+#[derive(Deserialize)]
+struct Claims {
+    client_id: Option<String>,
+    scope: Option<String>,
+    exp: u64,
+    iat: Option<u64>,
+    jti: Option<String>,
+}
+
+/// Cache key: 128 bits of a keyed BLAKE3 hash of the token.
+pub type TokenKey = u128;
+
+/// Cache keys are already uniformly random and secret: hashing them again buys nothing.
+#[derive(Clone, Default)]
+pub struct PrehashedKey;
+
+#[derive(Default)]
+pub struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= v as u64;
+    }
+}
+
+impl BuildHasher for PrehashedKey {
+    type Hasher = PrehashedHasher;
+
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
+    }
+}
+
+struct UntilTokenExpiry;
+
+impl Expiry<TokenKey, ValidToken> for UntilTokenExpiry {
+    fn expire_after_create(&self, _key: &TokenKey, value: &ValidToken, _created_at: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(value.valid_until.saturating_sub(crate::ids::unix_now())))
+    }
+}
+
+/// Verifier settings.
+pub struct VerifierConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+    pub max_entries: u64,
+    pub negative_ttl: Duration,
+    pub negative_max_entries: u64,
+}
+
+pub struct TokenVerifier {
+    keys: Arc<KeyRing>,
+    /// One prepared `Validation` per key, in key-ring order.
+    validations: Vec<Validation>,
+    leeway: u64,
+    hash_key: [u8; 32],
+    cache: Cache<TokenKey, ValidToken, PrehashedKey>,
+    negative: Cache<TokenKey, TokenRejection, PrehashedKey>,
+    grants: Cache<String, Arc<Grant>>,
+    store: Arc<dyn Store>,
+    /// Bumped by every revocation; a verification that overlapped one does not cache its result.
+    revocation_epoch: AtomicU64,
+}
+
+impl TokenVerifier {
+    pub fn new(keys: Arc<KeyRing>, config: &VerifierConfig, store: Arc<dyn Store>) -> Self {
+        let validations = keys
+            .keys()
+            .iter()
+            .map(|k| {
+                let mut v = Validation::new(k.alg);
+                v.leeway = config.leeway.as_secs();
+                v.validate_nbf = true;
+                v.set_issuer(&[&config.issuer]);
+                v.set_audience(&[&config.audience]);
+                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                v
+            })
+            .collect();
+        let mut hash_key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut hash_key).expect("the system random number generator failed");
+        TokenVerifier {
+            keys,
+            validations,
+            leeway: config.leeway.as_secs(),
+            hash_key,
+            cache: Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(UntilTokenExpiry)
+                .build_with_hasher(PrehashedKey),
+            negative: Cache::builder()
+                .max_capacity(config.negative_max_entries)
+                .time_to_live(config.negative_ttl.max(Duration::from_millis(1)))
+                .build_with_hasher(PrehashedKey),
+            grants: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            store,
+            revocation_epoch: AtomicU64::new(0),
+        }
+    }
+
+    pub fn key_of(&self, token: &str) -> TokenKey {
+        let hash = blake3::keyed_hash(&self.hash_key, token.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hash.as_bytes()[..16]);
+        u128::from_le_bytes(first)
+    }
+
+    /// The cached answer for `token`, if any: no signature check, no allocation.
+    pub fn lookup(&self, key: TokenKey, now: u64) -> Option<Result<ValidToken, TokenRejection>> {
+        if let Some(valid) = self.cache.get(&key) {
+            if valid.valid_until <= now {
+                self.cache.invalidate(&key);
+                return Some(Err(TokenRejection::Expired));
+            }
+            return Some(Ok(valid));
+        }
+        self.negative.get(&key).map(Err)
+    }
+
+    /// Verifies `token` at Unix time `now`, from the cache when possible.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
+            return Err(VerifyError::Rejected(TokenRejection::Malformed));
+        }
+        let key = self.key_of(token);
+        match self.lookup(key, now) {
+            Some(Ok(token)) => return Ok(Verified { token, cached: true }),
+            Some(Err(rejection)) => return Err(VerifyError::Rejected(rejection)),
+            None => {}
+        }
+        let epoch = self.revocation_epoch.load(Ordering::Acquire);
+        let result = match self.verify_uncached(token, now) {
+            Ok((valid, jti)) => match self.store.is_revoked(&jti).await {
+                Ok(false) => Ok(valid),
+                Ok(true) => Err(TokenRejection::Revoked),
+                Err(e) => return Err(VerifyError::Store(e)),
+            },
+            Err(rejection) => Err(rejection),
+        };
+        match result {
+            Ok(valid) => {
+                if self.revocation_epoch.load(Ordering::Acquire) == epoch {
+                    self.cache.insert(key, valid.clone());
+                    // a revocation that landed between the check and the insert must still win
+                    if self.revocation_epoch.load(Ordering::Acquire) != epoch {
+                        self.cache.invalidate(&key);
+                    }
+                }
+                Ok(Verified { token: valid, cached: false })
+            }
+            Err(rejection) => {
+                if rejection.worth_caching() {
+                    self.negative.insert(key, rejection);
+                }
+                Err(VerifyError::Rejected(rejection))
+            }
+        }
+    }
+
+    /// Signature and claim checks; returns the token and its `jti`.
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(ValidToken, String), TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let kid = header.kid.as_deref().ok_or(TokenRejection::UnknownKey)?;
+        let index = self
+            .keys
+            .keys()
+            .iter()
+            .position(|k| k.kid == kid)
+            .ok_or(TokenRejection::UnknownKey)?;
+        let key = &self.keys.keys()[index];
+        // The key decides the algorithm; a header naming another one (HS256 with the public key
+        // as secret, `none`, ...) is refused before any verification.
+        if header.alg != key.alg {
+            return Err(TokenRejection::WrongAlgorithm);
+        }
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"))
+        {
+            return Err(TokenRejection::WrongType);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validations[index]).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+                ErrorKind::ExpiredSignature => TokenRejection::Expired,
+                ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(_) => TokenRejection::MissingClaim,
+                _ => TokenRejection::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        let (Some(client_id), Some(scope), Some(jti)) = (claims.client_id, claims.scope, claims.jti) else {
+            return Err(TokenRejection::MissingClaim);
+        };
+        if claims.iat.is_some_and(|iat| iat > now + self.leeway) {
+            return Err(TokenRejection::IssuedInFuture);
+        }
+        let valid_until = claims.exp.saturating_add(self.leeway);
+        if valid_until <= now {
+            return Err(TokenRejection::Expired);
+        }
+        let grant = self.grant(client_id, scope)?;
+        Ok((ValidToken { valid_until, grant }, jti))
+    }
+
+    fn grant(&self, client_id: String, scope: String) -> Result<Arc<Grant>, TokenRejection> {
+        let key = format!("{client_id}\n{scope}");
+        if let Some(g) = self.grants.get(&key) {
+            return Ok(g);
+        }
+        let scopes = ScopeSet::parse(&scope).map_err(|_| TokenRejection::Malformed)?;
+        let grant = Arc::new(Grant {
+            client_id: client_id.into_boxed_str(),
+            scope: scope.into_boxed_str(),
+            scopes,
+        });
+        self.grants.insert(key, grant.clone());
+        Ok(grant)
+    }
+
+    /// Revokes `token` (whose `jti` and `exp` the caller verified): recorded in the store, then
+    /// dropped from this process's cache, so the next request with it is refused.
+    pub async fn revoke(&self, token: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
+        self.store.revoke(jti, exp.saturating_add(self.leeway)).await?;
+        self.revocation_epoch.fetch_add(1, Ordering::AcqRel);
+        let key = self.key_of(token);
+        self.cache.invalidate(&key);
+        self.negative.insert(key, TokenRejection::Revoked);
+        Ok(())
+    }
+
+    /// Number of positive cache entries (approximate; for tests and diagnostics).
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{generate, SigningKey};
+    use crate::store::memory::MemoryStore;
+    use crate::token::{AccessTokenClaims, TokenIssuer};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::Algorithm;
+
+    const ISS: &str = "http://127.0.0.1:8080";
+
+    fn ring(alg: Algorithm) -> Arc<KeyRing> {
+        let pem = generate::private_key_pem(alg).unwrap();
+        Arc::new(KeyRing::new(vec![SigningKey::from_pem("k1", alg, pem.as_bytes()).unwrap()]))
+    }
+
+    fn setup(alg: Algorithm) -> (TokenVerifier, TokenIssuer, Arc<KeyRing>) {
+        let keys = ring(alg);
+        let verifier = TokenVerifier::new(
+            keys.clone(),
+            &VerifierConfig {
+                issuer: ISS.into(),
+                audience: ISS.into(),
+                leeway: Duration::from_secs(0),
+                max_entries: 1000,
+                negative_ttl: Duration::from_secs(10),
+                negative_max_entries: 1000,
+            },
+            Arc::new(MemoryStore::new(10, 1000)),
+        );
+        let issuer = TokenIssuer::new(keys.clone(), ISS, ISS, Duration::from_secs(60));
+        (verifier, issuer, keys)
+    }
+
+    fn claims(now: u64) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: ISS.into(),
+            sub: "c1".into(),
+            client_id: "c1".into(),
+            aud: ISS.into(),
+            scope: "weather.observations:read".into(),
+            iat: now,
+            exp: now + 60,
+            jti: "j1".into(),
+        }
+    }
+
+    fn rejection(r: Result<Verified, VerifyError>) -> TokenRejection {
+        match r {
+            Err(VerifyError::Rejected(x)) => x,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn valid_token_then_cache_hit() {
+        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let (v, issuer, _) = setup(alg);
+            let now = crate::ids::unix_now();
+            let scope = ScopeSet::parse("weather.observations:read").unwrap();
+            let t = issuer.issue("c1", &scope, now).unwrap();
+            let first = v.verify(&t.access_token, now).await.unwrap();
+            assert!(!first.cached);
+            assert_eq!(&*first.token.grant.client_id, "c1");
+            let second = v.verify(&t.access_token, now).await.unwrap();
+            assert!(second.cached, "{alg:?}: the second verification is a cache hit");
+            assert!(Arc::ptr_eq(&first.token.grant, &second.token.grant));
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_token_is_refused_once_expired() {
+        let (v, issuer, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        let mut c = claims(now);
+        c.exp = now + 5;
+        let token = issuer.sign(&c).unwrap();
+        assert!(v.verify(&token, now).await.is_ok());
+        assert_eq!(rejection(v.verify(&token, now + 6).await), TokenRejection::Expired);
+    }
+
+    #[tokio::test]
+    async fn claim_checks() {
+        let (v, issuer, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        let cases: Vec<(fn(&mut AccessTokenClaims), TokenRejection)> = vec![
+            (|c| c.iss = "https://evil.example".into(), TokenRejection::WrongIssuer),
+            (|c| c.aud = "https://other.example".into(), TokenRejection::WrongAudience),
+            (|c| c.exp = c.iat - 10, TokenRejection::Expired),
+            (|c| c.iat += 3600, TokenRejection::IssuedInFuture),
+        ];
+        for (mutate, expected) in cases {
+            let mut c = claims(now);
+            mutate(&mut c);
+            let token = issuer.sign(&c).unwrap();
+            assert_eq!(rejection(v.verify(&token, now).await), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn foreign_key_and_algorithm_confusion() {
+        let (v, _, keys) = setup(Algorithm::RS256);
+        let now = crate::ids::unix_now();
+        // same kid, different key
+        let (_, other_issuer, _) = setup(Algorithm::RS256);
+        let forged = other_issuer.sign(&claims(now)).unwrap();
+        assert_eq!(rejection(v.verify(&forged, now).await), TokenRejection::BadSignature);
+        // HS256 keyed with the public key's bytes
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        header.typ = Some("at+jwt".into());
+        let public = serde_json::to_vec(&keys.jwks()).unwrap();
+        let hs = jsonwebtoken::encode(&header, &claims(now), &jsonwebtoken::EncodingKey::from_secret(&public)).unwrap();
+        assert_eq!(rejection(v.verify(&hs, now).await), TokenRejection::WrongAlgorithm);
+        // alg none
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(now)).unwrap());
+        let unsigned = format!("{none_header}.{body}.");
+        assert_eq!(rejection(v.verify(&unsigned, now).await), TokenRejection::Malformed);
+        assert_eq!(rejection(v.verify("garbage", now).await), TokenRejection::Malformed);
+    }
+
+    #[tokio::test]
+    async fn revocation_beats_the_cache() {
+        let (v, issuer, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        let t = issuer.issue("c1", &ScopeSet::parse("a:read").unwrap(), now).unwrap();
+        assert!(v.verify(&t.access_token, now).await.is_ok());
+        v.revoke(&t.access_token, &t.jti, now + 60).await.unwrap();
+        assert_eq!(rejection(v.verify(&t.access_token, now).await), TokenRejection::Revoked);
+    }
+
+    #[tokio::test]
+    async fn bad_signatures_are_cached_negatively() {
+        let (v, issuer, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        let token = issuer.sign(&claims(now)).unwrap();
+        // change one character in the middle of the signature (full 6-bit symbols there)
+        let at = token.rfind('.').unwrap() + 10;
+        let mut tampered = token.clone().into_bytes();
+        tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(rejection(v.verify(&tampered, now).await), TokenRejection::BadSignature);
+        assert!(matches!(v.lookup(v.key_of(&tampered), now), Some(Err(TokenRejection::BadSignature))));
+    }
+}
