@@ -51,6 +51,8 @@ impl ScopeRequirement {
 
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Position in the config's route list; set by [`RouteTable::new`].
+    pub id: usize,
     /// Label in metrics and logs; the path unless the config names the route.
     pub name: String,
     pub prefix: String,
@@ -81,13 +83,15 @@ pub enum RouteMatch<'a> {
 #[derive(Debug)]
 struct PrefixGroup {
     prefix: String,
-    routes: Vec<Route>,
+    /// Route ids, in config order.
+    members: Vec<usize>,
     allow: String,
 }
 
 /// Routes grouped by prefix, longest prefix first.
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    routes: Vec<Route>,
     groups: Vec<PrefixGroup>,
 }
 
@@ -104,35 +108,42 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 impl RouteTable {
     /// Builds the table. The config loader has already refused duplicate (prefix, method) pairs.
-    pub fn new(routes: Vec<Route>) -> Self {
+    pub fn new(mut routes: Vec<Route>) -> Self {
         let mut groups: Vec<PrefixGroup> = Vec::new();
-        for route in routes {
+        for (id, route) in routes.iter_mut().enumerate() {
+            route.id = id;
             match groups.iter_mut().find(|g| g.prefix == route.prefix) {
-                Some(group) => group.routes.push(route),
+                Some(group) => group.members.push(id),
                 None => groups.push(PrefixGroup {
                     prefix: route.prefix.clone(),
-                    routes: vec![route],
+                    members: vec![id],
                     allow: String::new(),
                 }),
             }
         }
         for group in &mut groups {
-            group.allow = allow_header(&group.routes);
+            let members: Vec<&Route> = group.members.iter().map(|id| &routes[*id]).collect();
+            group.allow = allow_header(&members);
         }
         groups.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
-        RouteTable { groups }
+        RouteTable { routes, groups }
     }
 
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.groups.iter().flat_map(|g| g.routes.iter())
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route with `id` (ids come from this table).
+    pub fn route(&self, id: usize) -> &Route {
+        &self.routes[id]
     }
 
     pub fn len(&self) -> usize {
-        self.groups.iter().map(|g| g.routes.len()).sum()
+        self.routes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.routes.is_empty()
     }
 
     /// Selects the route for `path` (without query) and `method`.
@@ -140,14 +151,19 @@ impl RouteTable {
         let Some(group) = self.groups.iter().find(|g| prefix_matches(&g.prefix, path)) else {
             return RouteMatch::NotFound;
         };
-        match group.routes.iter().find(|r| r.allows(method)) {
+        match group
+            .members
+            .iter()
+            .map(|id| &self.routes[*id])
+            .find(|r| r.allows(method))
+        {
             Some(route) => RouteMatch::Found(route),
             None => RouteMatch::MethodNotAllowed { allow: &group.allow },
         }
     }
 }
 
-fn allow_header(routes: &[Route]) -> String {
+fn allow_header(routes: &[&Route]) -> String {
     let mut methods: Vec<&str> = Vec::new();
     for route in routes {
         match &route.methods {
@@ -170,6 +186,7 @@ mod tests {
 
     fn route(prefix: &str, methods: Option<&[&str]>, upstream: usize) -> Route {
         Route {
+            id: 0,
             name: prefix.to_string(),
             prefix: prefix.to_string(),
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),

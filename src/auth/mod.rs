@@ -67,12 +67,12 @@ impl Denial {
 
 /// Checks bearer tokens against route requirements.
 pub struct Authorizer {
-    verifier: TokenVerifier,
+    verifier: std::sync::Arc<TokenVerifier>,
     allow_query_token: bool,
 }
 
 impl Authorizer {
-    pub fn new(verifier: TokenVerifier, allow_query_token: bool) -> Self {
+    pub fn new(verifier: std::sync::Arc<TokenVerifier>, allow_query_token: bool) -> Self {
         Authorizer {
             verifier,
             allow_query_token,

@@ -780,6 +780,7 @@ impl Builder {
                 continue;
             };
             let route = Route {
+                id: 0,
                 name: r.name.clone().unwrap_or_else(|| prefix.clone()),
                 prefix,
                 methods,

@@ -1,0 +1,88 @@
+//! `oada-gateway check`: validate a config file and summarize it, or list every error.
+
+use crate::config::{ClientKeys, Config, HealthCheckKind, TrustSource};
+use crate::keys::jwk::algorithm_name;
+use crate::routes::{RouteAuth, ScopeRequirement};
+use std::path::Path;
+
+pub fn run(path: &Path) -> i32 {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", summary(&config));
+            0
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("error: {e}");
+            }
+            let n = errors.iter().count();
+            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            1
+        }
+    }
+}
+
+pub fn summary(c: &Config) -> String {
+    let mut out = format!("{}: OK\n", c.file.display());
+    let scheme = if c.tls.is_some() { "https" } else { "http" };
+    out += &format!("listeners:\n  proxy  {} ({scheme})\n  admin  {} (/metrics /healthz /readyz)\n", c.listen, c.admin_listen);
+    out += &format!("issuer: {} (audience {})\n", c.issuer.as_str(), c.audience);
+    out += "signing keys:\n";
+    for (i, k) in c.keys.keys().iter().enumerate() {
+        out += &format!("  {} {}{}\n", k.kid, algorithm_name(k.alg), if i == 0 { " (signs)" } else { " (verifies)" });
+    }
+    out += &format!("routes: {}\n", c.routes.len());
+    for r in c.routes.routes() {
+        let methods = r
+            .methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "*".into());
+        let auth = match &r.auth {
+            RouteAuth::None => "no auth".to_string(),
+            RouteAuth::Bearer(ScopeRequirement::All(s)) if s.is_empty() => "any valid token".to_string(),
+            RouteAuth::Bearer(ScopeRequirement::All(s)) => {
+                format!("scopes {}", s.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "))
+            }
+            RouteAuth::Bearer(ScopeRequirement::ByMethod { kind }) => format!("scope {kind}:read|write by method"),
+        };
+        out += &format!("  {methods:<10} {:<24} -> {} [{auth}]\n", r.prefix, c.upstreams[r.upstream].name);
+    }
+    out += &format!("upstreams: {}\n", c.upstreams.len());
+    for u in &c.upstreams {
+        let hc = match &u.health_check.kind {
+            HealthCheckKind::None => "no health check".to_string(),
+            HealthCheckKind::Tcp => format!("tcp check every {:?}", u.health_check.interval),
+            HealthCheckKind::Http { path } => format!("http check GET {path} every {:?}", u.health_check.interval),
+        };
+        let servers: Vec<String> = u.servers.iter().map(|s| s.to_string()).collect();
+        out += &format!("  {}: {} ({hc})\n", u.name, servers.join(", "));
+    }
+    out += &format!("clients: {}\n", c.clients.len());
+    for cl in &c.clients {
+        let keys = match cl.document.as_ref().map(|d| &d.keys) {
+            Some(ClientKeys::Jwks(set)) => format!("{} key(s) in its registration document", set.keys().len()),
+            Some(ClientKeys::JwksUri(uri)) => format!("keys at {uri}"),
+            None => "no registration document".into(),
+        };
+        let secret = if cl.secret.is_some() { ", client secret" } else { "" };
+        out += &format!("  {}: {keys}{secret}; may get {}\n", cl.name, cl.scopes);
+    }
+    if let Some(s) = &c.software_statements {
+        let sources: Vec<String> = s
+            .trusted
+            .iter()
+            .map(|t| match t {
+                TrustSource::Jwks(set) => format!("{} trusted key(s)", set.keys().len()),
+                TrustSource::Jku(u) => format!("jku {u}"),
+                TrustSource::TrustedListUrl(u) => format!("trusted list {u}"),
+            })
+            .collect();
+        out += &format!(
+            "software statements: trusted signers: {}; untrusted {}\n",
+            if sources.is_empty() { "none".to_string() } else { sources.join(", ") },
+            if s.allow_untrusted { "allowed" } else { "refused" }
+        );
+    }
+    out
+}

@@ -1,0 +1,101 @@
+//! The `oada-gateway` command line.
+
+mod check;
+mod keygen;
+
+use crate::config::Config;
+use crate::logging::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "oada-gateway",
+    version,
+    about = "A Pingora reverse proxy that hosts an OADA OAuth 2.0 authorization server and checks bearer tokens and OADA scopes on every request.",
+    after_help = "Without a command, runs the gateway. Logs go to stderr; RUST_LOG filters them (e.g. RUST_LOG=info,oada_gateway::access=off)."
+)]
+pub struct Cli {
+    /// The gateway configuration file.
+    #[arg(long, short, global = true, default_value = "gateway.yaml", env = "OADA_GATEWAY_CONFIG")]
+    pub config: PathBuf,
+
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the configuration and print a summary, or every error (exit code 1).
+    Check,
+    /// Generate a signing key: writes a PKCS#8 PEM private key, prints the public JWK.
+    Keygen {
+        /// RS256 (RSA 2048), ES256 (P-256) or EdDSA (Ed25519).
+        #[arg(long, value_parser = ["RS256", "ES256", "EdDSA"])]
+        alg: String,
+        /// Key id, as referenced by `signing_keys[].kid` or a client's JWK.
+        #[arg(long)]
+        kid: String,
+        /// Where to write the private key (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Hash a client secret read from stdin, for `clients[].client_secret_hash`.
+    HashSecret,
+    /// Serve the sample weather-station API (the demo's upstream).
+    SampleApi {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            logging::init(cli.log_format);
+            let config = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in errors.iter() {
+                        tracing::error!("{e}");
+                    }
+                    eprintln!("{errors}\nrefusing to start: fix the configuration (oada-gateway check --config {})", cli.config.display());
+                    return 1;
+                }
+            };
+            match crate::server::run(config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("oada-gateway: {e}");
+                    1
+                }
+            }
+        }
+        Command::Check => check::run(&cli.config),
+        Command::Keygen { alg, kid, out } => keygen::run(&alg, &kid, &out),
+        Command::HashSecret => keygen::hash_secret(),
+        Command::SampleApi { listen } => {
+            logging::init(cli.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(crate::sample_api::run(listen)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("sample-api: cannot listen on {listen}: {e}");
+                    1
+                }
+            }
+        }
+    }
+}

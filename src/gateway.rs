@@ -1,0 +1,77 @@
+//! The running gateway's shared state, built once from the validated config.
+
+use crate::auth::verifier::{TokenVerifier, VerifierConfig};
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::oauth::AuthorizationServer;
+use crate::store::Store;
+use crate::upstream::{HealthService, Upstream};
+use std::sync::Arc;
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub authorizer: Authorizer,
+    pub verifier: Arc<TokenVerifier>,
+    pub oauth: AuthorizationServer,
+    /// Indexed like `config.upstreams` (routes refer to them by index).
+    pub upstreams: Vec<Upstream>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
+}
+
+impl Gateway {
+    /// Builds the gateway and the health-check services the server must run.
+    pub fn build(config: Config, store: Arc<dyn Store>) -> std::io::Result<(Arc<Gateway>, Vec<HealthService>)> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let verifier = Arc::new(TokenVerifier::new(
+            config.keys.clone(),
+            &VerifierConfig {
+                issuer: config.issuer.as_str().to_string(),
+                audience: config.audience.clone(),
+                leeway: config.leeway,
+                max_entries: config.cache.max_entries,
+                negative_ttl: config.cache.negative_ttl,
+                negative_max_entries: config.cache.negative_max_entries,
+            },
+            store.clone(),
+        ));
+        let authorizer = Authorizer::new(verifier.clone(), config.bearer.allow_query_token);
+        let mut upstreams = Vec::new();
+        let mut services = Vec::new();
+        for u in &config.upstreams {
+            let (upstream, service) = Upstream::build(u)?;
+            upstreams.push(upstream);
+            services.extend(service);
+        }
+        let oauth = AuthorizationServer::new(&config, metrics.clone());
+        let gateway = Gateway {
+            config,
+            authorizer,
+            verifier,
+            oauth,
+            upstreams,
+            metrics,
+            store,
+        };
+        Ok((Arc::new(gateway), services))
+    }
+
+    /// Ready to serve: every upstream has a healthy server.
+    pub fn is_ready(&self) -> bool {
+        self.upstreams.iter().all(Upstream::is_ready)
+    }
+
+    /// Refreshes the upstream health gauges (called before each scrape).
+    pub fn update_health_gauges(&self) {
+        for u in &self.upstreams {
+            for (server, healthy) in u.servers_health() {
+                self.metrics
+                    .upstream_healthy
+                    .with_label_values(&[u.name(), &server.to_string()])
+                    .set(i64::from(healthy));
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Assembles the Pingora server from a validated config and runs it until SIGTERM/SIGINT.
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::proxy::Proxy;
+use crate::store::memory::MemoryStore;
+use async_trait::async_trait;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up upstreams: {0}")]
+    Upstreams(std::io::Error),
+    #[error("cannot set up TLS on {addr}: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
+}
+
+/// SIGTERM and SIGINT both drain gracefully: stop accepting, let in-flight requests finish.
+/// A second signal during the drain exits at once.
+struct GracefulSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down gracefully: no new connections, finishing in-flight requests");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        });
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Fails early, with the key to fix, when an address cannot be bound.
+fn probe_bind(key: &'static str, addr: SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Runs the gateway; returns once it has shut down.
+pub fn run(config: Config) -> Result<(), StartError> {
+    probe_bind("listen", config.listen)?;
+    probe_bind("admin_listen", config.admin_listen)?;
+    let store = Arc::new(MemoryStore::new(
+        config.registration.max_entries,
+        config.token_endpoint.max_replay_entries,
+    ));
+    let (gateway, health_services) = Gateway::build(config, store).map_err(StartError::Upstreams)?;
+    let cfg = &gateway.config;
+
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
+        grace_period_seconds: Some(whole_seconds(cfg.server.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(cfg.server.graceful_shutdown_timeout)),
+        upstream_keepalive_pool_size: cfg.server.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service_with_name(&server.configuration, Proxy::new(gateway.clone()), "oada-gateway proxy");
+    let listen = cfg.listen.to_string();
+    match &cfg.tls {
+        Some(tls) => proxy
+            .add_tls(
+                &listen,
+                &tls.cert_file.to_string_lossy(),
+                &tls.key_file.to_string_lossy(),
+            )
+            .map_err(|e| StartError::Tls {
+                addr: cfg.listen,
+                reason: e.to_string(),
+            })?,
+        None => proxy.add_tcp(&listen),
+    }
+    let mut admin = Service::new("oada-gateway admin".to_string(), AdminApp::new(gateway.clone()));
+    admin.add_tcp(&cfg.admin_listen.to_string());
+    admin.threads = Some(1);
+
+    tracing::info!(
+        listen = %cfg.listen,
+        admin = %cfg.admin_listen,
+        issuer = cfg.issuer.as_str(),
+        routes = cfg.routes.len(),
+        upstreams = cfg.upstreams.len(),
+        clients = cfg.clients.len(),
+        tls = cfg.tls.is_some(),
+        "oada-gateway starting"
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    for service in health_services {
+        server.add_service(service);
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulSignals),
+    });
+    tracing::info!("oada-gateway stopped");
+    Ok(())
+}
