@@ -7,7 +7,32 @@ use crate::metrics::Metrics;
 use crate::oauth::AuthorizationServer;
 use crate::store::Store;
 use crate::upstream::{HealthService, Upstream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Requests being handled by the proxy right now; shutdown waits for this to reach zero.
+#[derive(Default)]
+pub struct InFlight(AtomicUsize);
+
+/// Counts one request as in flight until dropped.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::Release);
+    }
+}
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -18,6 +43,7 @@ pub struct Gateway {
     pub upstreams: Vec<Upstream>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
+    pub in_flight: Arc<InFlight>,
 }
 
 impl Gateway {
@@ -54,6 +80,7 @@ impl Gateway {
             upstreams,
             metrics,
             store,
+            in_flight: Arc::default(),
         };
         Ok((Arc::new(gateway), services))
     }

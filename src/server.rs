@@ -10,8 +10,10 @@ use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
+use crate::gateway::InFlight;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -27,9 +29,16 @@ pub enum StartError {
     Tls { addr: SocketAddr, reason: String },
 }
 
-/// SIGTERM and SIGINT both drain gracefully: stop accepting, let in-flight requests finish.
-/// A second signal during the drain exits at once.
-struct GracefulSignals;
+/// SIGTERM and SIGINT both drain gracefully: the listeners close at once, in-flight requests
+/// finish, and the process exits as soon as none is left, or when the grace period ends, whichever
+/// comes first (Pingora alone always waits the whole period). A second signal exits at once.
+struct GracefulSignals {
+    in_flight: Arc<InFlight>,
+}
+
+/// How long the in-flight count must stay at zero before the drain counts as done; covers a
+/// connection accepted just before the listener closed whose request is still being read.
+const DRAINED_FOR: Duration = Duration::from_millis(150);
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulSignals {
@@ -43,7 +52,11 @@ impl ShutdownSignalWatch for GracefulSignals {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutting down gracefully: no new connections, finishing in-flight requests");
+        tracing::info!(
+            signal = name,
+            in_flight = self.in_flight.count(),
+            "shutting down gracefully: no new connections, finishing in-flight requests"
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {},
@@ -51,6 +64,22 @@ impl ShutdownSignalWatch for GracefulSignals {
             }
             tracing::warn!("second signal: exiting now");
             std::process::exit(130);
+        });
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let mut idle_since: Option<Instant> = None;
+            loop {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                if in_flight.count() > 0 {
+                    idle_since = None;
+                    continue;
+                }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= DRAINED_FOR {
+                    tracing::info!("all in-flight requests finished; oada-gateway stopped");
+                    std::process::exit(0);
+                }
+            }
         });
         ShutdownSignal::GracefulTerminate
     }
@@ -63,7 +92,7 @@ fn probe_bind(key: &'static str, addr: SocketAddr) -> Result<(), StartError> {
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn whole_seconds(d: std::time::Duration) -> u64 {
+fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
@@ -124,7 +153,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         server.add_service(service);
     }
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals),
+        shutdown_signal: Box::new(GracefulSignals {
+            in_flight: gateway.in_flight.clone(),
+        }),
     });
     tracing::info!("oada-gateway stopped");
     Ok(())

@@ -855,7 +855,7 @@ impl Builder {
         let s = ServerConfig {
             threads: raw.threads.unwrap_or(default_threads),
             work_stealing: raw.work_stealing.unwrap_or(true),
-            grace_period: secs(raw.grace_period, Duration::from_secs(5)),
+            grace_period: secs(raw.grace_period, Duration::from_secs(30)),
             graceful_shutdown_timeout: secs(raw.graceful_shutdown_timeout, Duration::from_secs(5)),
             upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
             access_log: raw.access_log.unwrap_or(true),

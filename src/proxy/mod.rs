@@ -8,7 +8,7 @@ mod path;
 pub mod respond;
 
 use crate::auth::verifier::Grant;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, InFlightGuard};
 use crate::ids::unix_now;
 use crate::metrics::method_label;
 use crate::oauth::{Endpoint, HostedRequest, MAX_BODY_BYTES};
@@ -43,6 +43,8 @@ pub struct RequestCtx {
     grant: Option<Arc<Grant>>,
     auth: &'static str,
     tried: [Option<SocketAddr>; MAX_ATTEMPTS],
+    /// Keeps the request counted as in flight (graceful shutdown waits for it).
+    _in_flight: InFlightGuard,
 }
 
 #[derive(Clone, Copy)]
@@ -125,6 +127,7 @@ impl ProxyHttp for Proxy {
             grant: None,
             auth: "none",
             tried: [None; MAX_ATTEMPTS],
+            _in_flight: self.gw.in_flight.enter(),
         }
     }
 
@@ -294,7 +297,7 @@ impl ProxyHttp for Proxy {
                 }
                 Some(Reply::error(504, "gateway_timeout", format!("upstream {upstream} did not answer in time")))
             }
-            (ErrorSource::Upstream, ErrorType::ConnectNoRoute) => Some(Reply::error(
+            (_, ErrorType::ConnectNoRoute) => Some(Reply::error(
                 502,
                 "bad_gateway",
                 format!("no healthy server in upstream {upstream}"),

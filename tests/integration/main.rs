@@ -1,0 +1,7 @@
+//! Integration tests: the real gateway binary in front of a real upstream, over real sockets.
+
+mod config_check;
+mod harness;
+mod lifecycle;
+mod proxy_auth;
+mod proxy_upstreams;
