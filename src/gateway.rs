@@ -71,7 +71,7 @@ impl Gateway {
             upstreams.push(upstream);
             services.extend(service);
         }
-        let oauth = AuthorizationServer::new(&config, metrics.clone());
+        let oauth = AuthorizationServer::new(config.clone(), verifier.clone(), store.clone(), metrics.clone());
         let gateway = Gateway {
             config,
             authorizer,

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;
+pub mod partner;
 pub mod proxy;
 pub mod reply;
 pub mod routes;

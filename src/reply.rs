@@ -31,6 +31,15 @@ impl Reply {
         }
     }
 
+    /// A reply without a body.
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
     /// An error reply with the standard body.
     pub fn error(status: u16, error: &str, description: impl Into<Cow<'static, str>>) -> Reply {
         let description = description.into();

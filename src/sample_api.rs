@@ -37,8 +37,8 @@ fn observation(station: &Station, hour: u64) -> Value {
         "id": format!("{}-{hour}", station.id),
         "station": station.id,
         "observed_at": hour * 3600,
-        "air_temperature_c": (12.0 + wobble(97, 14.0) * 10.0).round() / 10.0,
-        "soil_moisture_vwc": (0.18 + wobble(89, 0.2) * 100.0).round() / 100.0,
+        "air_temperature_c": ((12.0 + wobble(97, 14.0)) * 10.0).round() / 10.0,
+        "soil_moisture_vwc": ((0.18 + wobble(89, 0.2)) * 100.0).round() / 100.0,
         "rainfall_mm": (wobble(83, 6.0) * 10.0).round() / 10.0,
     })
 }

@@ -11,7 +11,7 @@ use super::bearer::MAX_TOKEN_LEN;
 use crate::keys::KeyRing;
 use crate::scope::ScopeSet;
 use crate::store::{Store, StoreError};
-use crate::token::ACCESS_TOKEN_TYP;
+use crate::token::{AccessTokenClaims, ACCESS_TOKEN_TYP};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Validation;
 use moka::sync::Cache;
@@ -279,8 +279,9 @@ impl TokenVerifier {
         }
     }
 
-    /// Signature and claim checks; returns the token and its `jti`.
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<(ValidToken, String), TokenRejection> {
+    /// Header checks (kid, the key's own algorithm, `typ`), signature and registered claims
+    /// (`iss`, `aud`, `exp`/`nbf` with leeway), then deserializes the claims as `T`.
+    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenRejection::UnknownKey)?;
         let index = self
@@ -302,8 +303,9 @@ impl TokenVerifier {
         {
             return Err(TokenRejection::WrongType);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validations[index]).map_err(|e| {
-            match e.kind() {
+        jsonwebtoken::decode::<T>(token, &key.decoding, &self.validations[index])
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenRejection::BadSignature,
                 ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
@@ -312,9 +314,12 @@ impl TokenVerifier {
                 ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
                 ErrorKind::MissingRequiredClaim(_) => TokenRejection::MissingClaim,
                 _ => TokenRejection::Malformed,
-            }
-        })?;
-        let claims = data.claims;
+            })
+    }
+
+    /// Signature and claim checks; returns the token and its `jti`.
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(ValidToken, String), TokenRejection> {
+        let claims: Claims = self.decode(token)?;
         let (Some(client_id), Some(scope), Some(jti)) = (claims.client_id, claims.scope, claims.jti) else {
             return Err(TokenRejection::MissingClaim);
         };
@@ -327,6 +332,25 @@ impl TokenVerifier {
         }
         let grant = self.grant(client_id, scope)?;
         Ok((ValidToken { valid_until, grant }, jti))
+    }
+
+    /// Full claims of a token that is valid and not revoked right now (introspection,
+    /// revocation); no cache involved.
+    pub async fn introspect(&self, token: &str, now: u64) -> Result<AccessTokenClaims, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::Rejected(TokenRejection::Malformed));
+        }
+        let claims: AccessTokenClaims = self.decode(token).map_err(VerifyError::Rejected)?;
+        if claims.iat > now + self.leeway {
+            return Err(VerifyError::Rejected(TokenRejection::IssuedInFuture));
+        }
+        if claims.exp.saturating_add(self.leeway) <= now {
+            return Err(VerifyError::Rejected(TokenRejection::Expired));
+        }
+        if self.store.is_revoked(&claims.jti).await? {
+            return Err(VerifyError::Rejected(TokenRejection::Revoked));
+        }
+        Ok(claims)
     }
 
     fn grant(&self, client_id: String, scope: String) -> Result<Arc<Grant>, TokenRejection> {
@@ -367,7 +391,7 @@ mod tests {
     use super::*;
     use crate::keys::{generate, SigningKey};
     use crate::store::memory::MemoryStore;
-    use crate::token::{AccessTokenClaims, TokenIssuer};
+    use crate::token::TokenIssuer;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use jsonwebtoken::Algorithm;

@@ -1,7 +1,9 @@
 //! The `oada-gateway` command line.
 
 mod check;
+mod demo;
 mod keygen;
+mod token;
 
 use crate::config::Config;
 use crate::logging::{self, LogFormat};
@@ -48,6 +50,24 @@ pub enum Command {
     },
     /// Hash a client secret read from stdin, for `clients[].client_secret_hash`.
     HashSecret,
+    /// Run the demo: the gateway with this config in front of the sample API, walking a partner
+    /// through registration, token and requests.
+    Demo,
+    /// As a partner: register the registration document and print an access token.
+    Token {
+        /// The gateway's issuer URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        issuer: String,
+        /// The partner's PKCS#8 PEM private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The partner's client registration document (JSON with jwks).
+        #[arg(long)]
+        registration: PathBuf,
+        /// Space-separated scopes to ask for (default: everything the client may have).
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// Serve the sample weather-station API (the demo's upstream).
     SampleApi {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -83,6 +103,13 @@ pub fn main() -> i32 {
         Command::Check => check::run(&cli.config),
         Command::Keygen { alg, kid, out } => keygen::run(&alg, &kid, &out),
         Command::HashSecret => keygen::hash_secret(),
+        Command::Demo => demo::run(&cli.config),
+        Command::Token {
+            issuer,
+            key,
+            registration,
+            scope,
+        } => token::run(&issuer, &key, &registration, scope.as_deref()),
         Command::SampleApi { listen } => {
             logging::init(cli.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()

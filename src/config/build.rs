@@ -372,6 +372,21 @@ impl Builder {
                     "a client with a secret needs a fixed client_id to authenticate with",
                 );
             }
+            if let Some(doc) = &document {
+                // A registration is matched to a partner by its keys: no key may belong to two.
+                let clash = out.iter().find(|other: &&ConfiguredClient| {
+                    other.document.as_ref().is_some_and(|o| {
+                        o.thumbprints.iter().any(|t| doc.thumbprints.contains(t))
+                            || matches!((&o.keys, &doc.keys), (ClientKeys::JwksUri(a), ClientKeys::JwksUri(b)) if a == b)
+                    })
+                });
+                if let Some(other) = clash {
+                    self.diag.error(
+                        format!("{key}.registration_file"),
+                        format!("shares a key with client `{}`; each partner needs its own keys", other.name),
+                    );
+                }
+            }
             out.push(ConfiguredClient {
                 name: c.name.clone(),
                 document,

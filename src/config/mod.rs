@@ -4,7 +4,7 @@
 //! durations, loaded keys and client documents, the compiled route table), collecting every error
 //! with the file and key it concerns. Nothing downstream re-checks or re-parses the file.
 
-mod build;
+pub(crate) mod build;
 pub mod duration;
 pub mod env;
 pub mod error;

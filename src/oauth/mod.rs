@@ -1,17 +1,36 @@
 //! The authorization server the gateway hosts: discovery, JWKS, registration, token,
-//! introspection and revocation. One module per endpoint; handlers take a [`HostedRequest`] and
-//! return a [`Reply`], so they know nothing of Pingora.
+//! introspection and revocation. One module per endpoint and per grant; one client
+//! authentication step shared by the endpoints that need it. Handlers take a [`HostedRequest`]
+//! and return a [`Reply`], so they know nothing of Pingora.
 
+pub mod assertion;
+pub mod client_auth;
+pub mod clients;
 pub mod discovery;
+pub mod error;
+pub mod form;
+pub mod grants;
+pub mod introspect;
 pub mod jwks;
+pub mod jws;
 pub mod paths;
+pub mod register;
+pub mod revoke;
 pub mod software_statement;
+pub mod token;
 
+use crate::auth::verifier::TokenVerifier;
 use crate::config::Config;
+use crate::keys::remote::KeyFetcher;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
+use crate::store::Store;
+use crate::token::TokenIssuer;
+use assertion::AssertionPolicy;
 use bytes::Bytes;
+use client_auth::ClientAuthenticator;
+use clients::ClientRegistry;
 use http::{HeaderMap, Method};
 use std::sync::Arc;
 
@@ -24,6 +43,10 @@ pub enum Endpoint {
     OadaConfiguration,
     OAuthMetadata,
     Jwks,
+    Register,
+    Token,
+    Introspect,
+    Revoke,
 }
 
 impl Endpoint {
@@ -33,6 +56,10 @@ impl Endpoint {
             Endpoint::OadaConfiguration => "oauth:oada-configuration",
             Endpoint::OAuthMetadata => "oauth:metadata",
             Endpoint::Jwks => "oauth:jwks",
+            Endpoint::Register => "oauth:register",
+            Endpoint::Token => "oauth:token",
+            Endpoint::Introspect => "oauth:introspect",
+            Endpoint::Revoke => "oauth:revoke",
         }
     }
 
@@ -40,6 +67,7 @@ impl Endpoint {
     pub fn method(self) -> Method {
         match self {
             Endpoint::OadaConfiguration | Endpoint::OAuthMetadata | Endpoint::Jwks => Method::GET,
+            Endpoint::Register | Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => Method::POST,
         }
     }
 
@@ -62,26 +90,49 @@ pub struct AuthorizationServer {
     endpoints: Vec<(String, Endpoint)>,
     discovery: discovery::Documents,
     keys: Arc<KeyRing>,
-    #[allow(dead_code)]
-    metrics: Arc<Metrics>,
+    registrar: register::Registrar,
+    token: token::TokenEndpoint,
+    introspection: introspect::Introspection,
+    revocation: revoke::Revocation,
 }
 
 impl AuthorizationServer {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<Config>, verifier: Arc<TokenVerifier>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         let issuer = &config.issuer;
-        let endpoints = vec![
+        let realm = issuer.as_str().to_string();
+        let mut endpoints = vec![
             (paths::OADA_CONFIGURATION.to_string(), Endpoint::OadaConfiguration),
-            (
-                format!("{}{}", paths::OAUTH_METADATA, issuer.path_prefix()),
-                Endpoint::OAuthMetadata,
-            ),
-            (issuer.path(paths::JWKS), Endpoint::Jwks),
+            (format!("{}{}", paths::OAUTH_METADATA, issuer.path_prefix()), Endpoint::OAuthMetadata),
         ];
+        for (path, endpoint) in [
+            (paths::JWKS, Endpoint::Jwks),
+            (paths::REGISTER, Endpoint::Register),
+            (paths::TOKEN, Endpoint::Token),
+            (paths::INTROSPECT, Endpoint::Introspect),
+            (paths::REVOKE, Endpoint::Revoke),
+        ] {
+            endpoints.push((issuer.path(path), endpoint));
+        }
+        let fetcher = Arc::new(KeyFetcher::new());
+        let registry = Arc::new(ClientRegistry::new(&config, store.clone(), fetcher.clone()));
+        let policy = AssertionPolicy {
+            audiences: vec![issuer.url(paths::TOKEN), issuer.as_str().to_string()],
+            leeway: config.leeway.as_secs(),
+            max_lifetime: config.token_endpoint.max_assertion_lifetime.as_secs(),
+        };
+        let authn = Arc::new(ClientAuthenticator::new(registry, store.clone(), policy));
+        let statements = config.software_statements.clone().map(|policy| {
+            software_statement::StatementVerifier::new(policy, fetcher.clone(), config.leeway.as_secs())
+        });
+        let issuer_of_tokens = TokenIssuer::new(config.keys.clone(), issuer.as_str(), &config.audience, config.token_lifetime);
         AuthorizationServer {
             endpoints,
-            discovery: discovery::Documents::new(config),
+            discovery: discovery::Documents::new(&config),
             keys: config.keys.clone(),
-            metrics,
+            registrar: register::Registrar::new(config.clone(), statements, store, metrics.clone()),
+            token: token::TokenEndpoint::new(authn.clone(), issuer_of_tokens, metrics.clone(), realm.clone()),
+            introspection: introspect::Introspection::new(authn.clone(), verifier.clone(), realm.clone()),
+            revocation: revoke::Revocation::new(authn, verifier, metrics, realm),
         }
     }
 
@@ -103,6 +154,10 @@ impl AuthorizationServer {
             Endpoint::OadaConfiguration => self.discovery.oada_configuration(),
             Endpoint::OAuthMetadata => self.discovery.oauth_metadata(),
             Endpoint::Jwks => jwks::reply(&self.keys),
+            Endpoint::Register => self.registrar.register(request).await,
+            Endpoint::Token => self.token.token(request).await,
+            Endpoint::Introspect => self.introspection.introspect(request).await,
+            Endpoint::Revoke => self.revocation.revoke(request).await,
         }
     }
 }

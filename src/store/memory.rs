@@ -193,6 +193,7 @@ mod tests {
             issued_at: unix_now(),
             expires_at: unix_now() + 60,
             binding: super::super::ClientBinding::Configured { name: "mm".into() },
+            scope: "a:read".into(),
             metadata: serde_json::json!({"client_name": "x"}),
         };
         store.put_registration(&reg).await.unwrap();

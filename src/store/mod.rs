@@ -23,7 +23,6 @@ pub enum ClientBinding {
         trusted: bool,
         jwks: Option<Value>,
         jwks_uri: Option<String>,
-        scope: String,
     },
 }
 
@@ -34,6 +33,8 @@ pub struct Registration {
     pub issued_at: u64,
     pub expires_at: u64,
     pub binding: ClientBinding,
+    /// The scope registered (what tokens for this client_id may carry at most).
+    pub scope: String,
     /// The client metadata as registered (returned to the client, RFC 7591 §3.2.1).
     pub metadata: Value,
 }

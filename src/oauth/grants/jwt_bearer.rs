@@ -1,0 +1,26 @@
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (RFC 7523 §2.1, the OADA use case's
+//! "jwt_bearer"): the signed JWT itself is the grant, issued by the client for itself.
+
+use crate::oauth::client_auth::{Authenticated, ClientAuthenticator};
+use crate::oauth::clients::Client;
+use crate::oauth::error::OAuthError;
+use crate::oauth::form::Form;
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+pub async fn client(
+    authn: &ClientAuthenticator,
+    form: &Form,
+    authenticated: Option<Authenticated>,
+    now: u64,
+) -> Result<Client, OAuthError> {
+    let assertion = form.require("assertion")?;
+    let client = authn.assertion_client(assertion, None, true, now).await?;
+    // Client authentication is optional with this grant; when present it must be the same party.
+    if let Some(a) = authenticated {
+        if a.client.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("the assertion was issued by another client than the one authenticated"));
+        }
+    }
+    Ok(client)
+}

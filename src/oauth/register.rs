@@ -1,0 +1,270 @@
+//! `POST /register` (RFC 7591, OADA): a partner posts its client registration document and gets a
+//! temporary `client_id`.
+//!
+//! The id is bound to what the API owner already trusts, never to what the body merely claims:
+//! - a document whose keys all belong to a pre-agreed partner's stored document (RFC 7638
+//!   thumbprints, or the same `jwks_uri`) binds to that partner: its stored keys, its configured
+//!   scopes;
+//! - a `software_statement` signed by a trusted key binds to the statement's signed claims (its
+//!   keys included) and the configured statement scopes;
+//! - anything else is refused.
+
+use super::discovery::{GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER};
+use super::error::RegistrationError;
+use super::form::content_type_is;
+use super::software_statement::StatementVerifier;
+use super::HostedRequest;
+use crate::config::{build::parse_client_keys, ClientKeys, Config, ConfiguredClient};
+use crate::ids::random_id;
+use crate::metrics::Metrics;
+use crate::reply::Reply;
+use crate::scope::ScopeSet;
+use crate::store::{ClientBinding, Registration, Store};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SUPPORTED_GRANTS: &[&str] = &[GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER];
+const AUTH_METHOD: &str = "private_key_jwt";
+
+/// Registration metadata members a stored document may carry that are echoed back; anything
+/// else in it stays private to the API owner.
+const ECHOED_MEMBERS: &[&str] = &[
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "contacts",
+    "tos_uri",
+    "policy_uri",
+    "software_id",
+    "software_version",
+    "redirect_uris",
+    "jwks",
+    "jwks_uri",
+];
+
+pub struct Registrar {
+    config: Arc<Config>,
+    statements: Option<StatementVerifier>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    lifetime: Duration,
+}
+
+/// What a registration was matched to.
+struct Decision {
+    binding: ClientBinding,
+    /// Metadata of the trusted source (stored document, or statement over body).
+    metadata: Map<String, Value>,
+    allowed: ScopeSet,
+}
+
+impl Registrar {
+    pub fn new(config: Arc<Config>, statements: Option<StatementVerifier>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        let lifetime = config.registration.lifetime;
+        Registrar {
+            config,
+            statements,
+            store,
+            metrics,
+            lifetime,
+        }
+    }
+
+    pub async fn register(&self, request: &HostedRequest<'_>) -> Reply {
+        match self.try_register(request).await {
+            Ok(reply) => {
+                self.metrics.registrations.with_label_values(&["created"]).inc();
+                reply
+            }
+            Err(e) => {
+                self.metrics
+                    .registrations
+                    .with_label_values(&[e.code.as_str()])
+                    .inc();
+                tracing::info!(error = e.code.as_str(), reason = %e.description, "registration refused");
+                e.reply()
+            }
+        }
+    }
+
+    async fn try_register(&self, request: &HostedRequest<'_>) -> Result<Reply, RegistrationError> {
+        if !content_type_is(request.headers, "application/json") {
+            return Err(RegistrationError::metadata("the registration must be a JSON document (Content-Type: application/json)"));
+        }
+        let body: Map<String, Value> = match serde_json::from_slice(&request.body) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(RegistrationError::metadata("the registration body is not a JSON object")),
+        };
+        let decision = match body.get("software_statement") {
+            Some(Value::String(statement)) => self.by_statement(statement, &body, request.now).await?,
+            Some(_) => return Err(RegistrationError::statement("software_statement must be a compact JWS string")),
+            None => self.by_stored_document(&body)?,
+        };
+        let metadata = self.registered_metadata(&body, decision.metadata, &decision.allowed)?;
+        let now = request.now;
+        let registration = Registration {
+            client_id: random_id(16),
+            issued_at: now,
+            expires_at: now + self.lifetime.as_secs(),
+            binding: decision.binding,
+            scope: metadata.get("scope").and_then(Value::as_str).unwrap_or_default().to_string(),
+            metadata: Value::Object(metadata),
+        };
+        self.store.put_registration(&registration).await.map_err(|e| {
+            RegistrationError::new(super::error::RegistrationErrorCode::TemporarilyUnavailable, e.to_string())
+        })?;
+        let mut response = registration.metadata.as_object().cloned().unwrap_or_default();
+        response.insert("client_id".into(), json!(registration.client_id));
+        response.insert("client_id_issued_at".into(), json!(registration.issued_at));
+        response.insert("client_id_expires_at".into(), json!(registration.expires_at));
+        tracing::info!(
+            client_id = %registration.client_id,
+            binding = ?binding_label(&registration.binding),
+            "client registered"
+        );
+        Ok(Reply::json(201, &Value::Object(response)).no_store())
+    }
+
+    /// Matches the posted keys against the pre-agreed partners' stored documents.
+    fn by_stored_document(&self, body: &Map<String, Value>) -> Result<Decision, RegistrationError> {
+        let (posted_keys, posted_thumbprints) =
+            parse_client_keys(body).map_err(|(member, e)| RegistrationError::metadata(format!("{member}: {e}")))?;
+        let matches = |client: &&ConfiguredClient| {
+            let Some(doc) = &client.document else { return false };
+            match (&posted_keys, &doc.keys) {
+                (ClientKeys::Jwks(_), ClientKeys::Jwks(_)) => {
+                    !posted_thumbprints.is_empty() && posted_thumbprints.iter().all(|t| doc.thumbprints.contains(t))
+                }
+                (ClientKeys::JwksUri(a), ClientKeys::JwksUri(b)) => a == b,
+                _ => false,
+            }
+        };
+        let client = self.config.clients.iter().find(matches).ok_or_else(|| {
+            RegistrationError::metadata(
+                "the registration's keys do not match any pre-agreed client registration document; \
+                 give the API owner your registration document first, or register with a trusted software_statement",
+            )
+        })?;
+        let document = client.document.as_ref().expect("matched clients have a document");
+        Ok(Decision {
+            binding: ClientBinding::Configured {
+                name: client.name.clone(),
+            },
+            metadata: document.metadata.clone(),
+            allowed: client.scopes.clone(),
+        })
+    }
+
+    /// Verifies the software statement; its signed claims win over the body (RFC 7591 §2.3).
+    async fn by_statement(&self, statement: &str, body: &Map<String, Value>, now: u64) -> Result<Decision, RegistrationError> {
+        let verifier = self
+            .statements
+            .as_ref()
+            .ok_or_else(|| RegistrationError::unapproved("this server does not accept software statements"))?;
+        let verified = verifier.verify(statement, now).await?;
+        let mut metadata = body.clone();
+        metadata.remove("software_statement");
+        // keys come from the signed claims only: drop whatever the body said
+        metadata.remove("jwks");
+        metadata.remove("jwks_uri");
+        for (k, v) in &verified.claims {
+            metadata.insert(k.clone(), v.clone());
+        }
+        let (keys, _) = parse_client_keys(&verified.claims)
+            .map_err(|(member, e)| RegistrationError::statement(format!("software_statement {member}: {e}")))?;
+        let policy = verifier.policy();
+        let allowed = if verified.trusted {
+            policy.scopes.clone()
+        } else {
+            policy.untrusted_scopes.clone()
+        };
+        let (jwks, jwks_uri) = match keys {
+            ClientKeys::Jwks(set) => (Some(set.to_json()), None),
+            ClientKeys::JwksUri(uri) => (None, Some(uri)),
+        };
+        metadata.insert("software_statement".into(), json!(statement));
+        Ok(Decision {
+            binding: ClientBinding::SoftwareStatement {
+                software_id: verified.claims.get("software_id").and_then(Value::as_str).map(str::to_string),
+                trusted: verified.trusted,
+                jwks,
+                jwks_uri,
+            },
+            metadata,
+            allowed,
+        })
+    }
+
+    /// The metadata as registered: the trusted source's members, with this server's decisions on
+    /// auth method, grant types and scope.
+    fn registered_metadata(
+        &self,
+        body: &Map<String, Value>,
+        source: Map<String, Value>,
+        allowed: &ScopeSet,
+    ) -> Result<Map<String, Value>, RegistrationError> {
+        match body.get("token_endpoint_auth_method").and_then(Value::as_str) {
+            None | Some(AUTH_METHOD) => {}
+            Some(other) => {
+                return Err(RegistrationError::metadata(format!(
+                    "token_endpoint_auth_method `{other}` is not supported for registered clients; use private_key_jwt"
+                )))
+            }
+        }
+        let grant_types: Vec<&str> = match body.get("grant_types") {
+            None => vec![GRANT_CLIENT_CREDENTIALS],
+            Some(Value::Array(items)) => {
+                let requested: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                let supported: Vec<&str> = requested.iter().copied().filter(|g| SUPPORTED_GRANTS.contains(g)).collect();
+                if supported.is_empty() {
+                    return Err(RegistrationError::metadata(format!(
+                        "none of the grant_types {requested:?} is supported; use client_credentials or {GRANT_JWT_BEARER}"
+                    )));
+                }
+                supported
+            }
+            Some(_) => return Err(RegistrationError::metadata("grant_types must be an array of strings")),
+        };
+        // A requested scope narrows what the client may get; it never widens it.
+        let scope = match body.get("scope").and_then(Value::as_str) {
+            Some(requested) => {
+                let requested = ScopeSet::parse(requested)
+                    .map_err(|e| RegistrationError::metadata(format!("scope: {e}")))?;
+                let granted: Vec<String> = requested
+                    .iter()
+                    .filter(|s| allowed.iter().any(|a| a.covers(s)))
+                    .map(ToString::to_string)
+                    .collect();
+                if granted.is_empty() {
+                    return Err(RegistrationError::metadata(format!(
+                        "none of the requested scopes is allowed for this client; allowed: {allowed}"
+                    )));
+                }
+                granted.join(" ")
+            }
+            None => allowed.to_string(),
+        };
+        let mut metadata = Map::new();
+        for member in ECHOED_MEMBERS {
+            if let Some(v) = source.get(*member) {
+                metadata.insert((*member).to_string(), v.clone());
+            }
+        }
+        if let Some(statement) = source.get("software_statement") {
+            metadata.insert("software_statement".into(), statement.clone());
+        }
+        metadata.insert("token_endpoint_auth_method".into(), json!(AUTH_METHOD));
+        metadata.insert("grant_types".into(), json!(grant_types));
+        metadata.insert("scope".into(), json!(scope));
+        Ok(metadata)
+    }
+}
+
+fn binding_label(binding: &ClientBinding) -> String {
+    match binding {
+        ClientBinding::Configured { name } => format!("configured:{name}"),
+        ClientBinding::SoftwareStatement { trusted: true, .. } => "software_statement".into(),
+        ClientBinding::SoftwareStatement { trusted: false, .. } => "untrusted_software_statement".into(),
+    }
+}

@@ -1,0 +1,66 @@
+//! `POST /revoke` (RFC 7009). The caller authenticates; a valid token it owns is revoked: the
+//! proxy refuses it from the next request on, cache included. The answer is 200 for every
+//! well-formed request, whether or not anything was revoked (§2.2), so it reveals nothing.
+
+use super::client_auth::ClientAuthenticator;
+use super::clients::ClientRegistry;
+use super::error::OAuthError;
+use super::form::Form;
+use super::HostedRequest;
+use crate::auth::verifier::TokenVerifier;
+use crate::metrics::Metrics;
+use crate::reply::Reply;
+use std::sync::Arc;
+
+pub struct Revocation {
+    authn: Arc<ClientAuthenticator>,
+    verifier: Arc<TokenVerifier>,
+    metrics: Arc<Metrics>,
+    realm: String,
+}
+
+impl Revocation {
+    pub fn new(authn: Arc<ClientAuthenticator>, verifier: Arc<TokenVerifier>, metrics: Arc<Metrics>, realm: String) -> Self {
+        Revocation {
+            authn,
+            verifier,
+            metrics,
+            realm,
+        }
+    }
+
+    pub async fn revoke(&self, request: &HostedRequest<'_>) -> Reply {
+        self.answer(request).await.unwrap_or_else(|e| e.reply(&self.realm))
+    }
+
+    async fn answer(&self, request: &HostedRequest<'_>) -> Result<Reply, OAuthError> {
+        let form = Form::parse(request.headers, &request.body)?;
+        let caller = self
+            .authn
+            .authenticate(request.headers, &form, request.now)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_client("revocation requires client authentication"))?;
+        let token = form.require("token")?;
+        let done = || Reply::empty(200).no_store();
+        // Invalid, expired or already revoked tokens: nothing to do (RFC 7009 §2.2).
+        let Ok(claims) = self.verifier.introspect(token, request.now).await else {
+            return Ok(done());
+        };
+        let owns = caller.client.client_id == claims.client_id
+            || match self.authn.registry().find(&claims.client_id).await {
+                Ok(Some(owner)) => ClientRegistry::same_owner(&caller.client, &owner),
+                _ => false,
+            };
+        if !owns {
+            tracing::warn!(caller = %caller.client.client_id, "revocation of another client's token ignored");
+            return Ok(done());
+        }
+        self.verifier
+            .revoke(token, &claims.jti, claims.exp)
+            .await
+            .map_err(|e| OAuthError::unavailable(e.to_string()))?;
+        self.metrics.revocations.inc();
+        tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+        Ok(done())
+    }
+}
