@@ -3,5 +3,6 @@
 mod config_check;
 mod harness;
 mod lifecycle;
+mod oauth;
 mod proxy_auth;
 mod proxy_upstreams;
