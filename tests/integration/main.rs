@@ -2,6 +2,7 @@
 
 mod config_check;
 mod harness;
+mod interop;
 mod lifecycle;
 mod oauth;
 mod proxy_auth;

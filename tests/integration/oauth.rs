@@ -55,8 +55,13 @@ fn argon2_hash(secret: &str) -> String {
 }
 
 pub async fn world() -> World {
+    world_with(Algorithm::RS256).await
+}
+
+/// The world with moisturemapper's key of type `alg`.
+pub async fn world_with(alg: Algorithm) -> World {
     let upstream = Upstream::start().await;
-    let partner = PartnerFixture::new(Algorithm::RS256, "mm-2026", "moisturemapper");
+    let partner = PartnerFixture::new(alg, "mm-2026", "moisturemapper");
     let signer_pem = generate::private_key_pem(Algorithm::RS256).unwrap();
     let signer_jwk = SigningKey::from_pem("oada-signer-1", Algorithm::RS256, signer_pem.as_bytes())
         .unwrap()
