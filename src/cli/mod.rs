@@ -68,6 +68,11 @@ pub enum Command {
         #[arg(long)]
         scope: Option<String>,
     },
+    /// Exit 0 when the admin endpoint answers 200 (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Serve the sample weather-station API (the demo's upstream).
     SampleApi {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -110,6 +115,7 @@ pub fn main() -> i32 {
             registration,
             scope,
         } => token::run(&issuer, &key, &registration, scope.as_deref()),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::SampleApi { listen } => {
             logging::init(cli.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +129,36 @@ pub fn main() -> i32 {
                     1
                 }
             }
+        }
+    }
+}
+
+fn healthcheck(url: &str) -> i32 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let status = runtime.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .ok()?
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    });
+    match status {
+        Some(200) => 0,
+        Some(other) => {
+            eprintln!("healthcheck: {url} answered {other}");
+            1
+        }
+        None => {
+            eprintln!("healthcheck: {url} did not answer");
+            1
         }
     }
 }

@@ -407,3 +407,27 @@ async fn metrics_move_with_traffic() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn every_signing_algorithm_verifies_end_to_end() {
+    let upstream = Upstream::start().await;
+    for alg in [jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::EdDSA] {
+        let gw = GatewayBuilder::new(&config(&upstream)).alg(alg).start().await;
+        let token = gw.token("c", "weather.observations:read");
+        let r = client().get(gw.url("/observations")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{alg:?}");
+        let jwks: serde_json::Value = client().get(gw.url("/jwks")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(jwks["keys"][0]["alg"], oada_gateway::keys::jwk::algorithm_name(alg));
+        // the healthcheck command sees the admin endpoint
+        let admin = format!("{}/healthz", gw.admin);
+        let ok = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_oada-gateway"))
+                .args(["healthcheck", "--url", &admin])
+                .status()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(ok.success());
+    }
+}
