@@ -380,3 +380,64 @@ pub async fn raw_request(addr: &str, request: &str) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A real HTTP server of JSON documents by path (remote key sets, trusted lists), counting hits.
+pub struct StaticJson {
+    pub addr: SocketAddr,
+    docs: Arc<Mutex<HashMap<String, String>>>,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StaticJson {
+    pub async fn start() -> StaticJson {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let docs: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (d, h) = (docs.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (d, h) = (d.clone(), h.clone());
+                connections.spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let path = req.uri().path().to_string();
+                        *h.lock().unwrap().entry(path.clone()).or_default() += 1;
+                        let doc = d.lock().unwrap().get(&path).cloned();
+                        async move {
+                            Ok::<_, Infallible>(match doc {
+                                Some(body) => Response::builder()
+                                    .header("Content-Type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                                None => Response::builder().status(404).body(Full::new(Bytes::new())).unwrap(),
+                            })
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        StaticJson { addr, docs, hits, task }
+    }
+
+    pub fn set(&self, path: &str, doc: &serde_json::Value) {
+        self.docs.lock().unwrap().insert(path.to_string(), doc.to_string());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for StaticJson {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -7,3 +7,4 @@ mod lifecycle;
 mod oauth;
 mod proxy_auth;
 mod proxy_upstreams;
+mod remote_keys;
