@@ -25,7 +25,7 @@ impl AdminApp {
         }
         match path {
             "/metrics" => {
-                self.gw.update_health_gauges();
+                self.gw.refresh_gauges();
                 let mut reply = Reply::json(200, &());
                 reply.headers = vec![
                     ("Content-Type", prometheus::TEXT_FORMAT.to_string()),

@@ -90,8 +90,11 @@ impl Gateway {
         self.upstreams.iter().all(Upstream::is_ready)
     }
 
-    /// Refreshes the upstream health gauges (called before each scrape).
-    pub fn update_health_gauges(&self) {
+    /// Refreshes the gauges computed on demand (called before each scrape).
+    pub fn refresh_gauges(&self) {
+        self.metrics
+            .token_cache_entries
+            .set(i64::try_from(self.verifier.cached_entries()).unwrap_or(i64::MAX));
         for u in &self.upstreams {
             for (server, healthy) in u.servers_health() {
                 self.metrics

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub auth_decisions: IntCounterVec,
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
+    pub token_cache_entries: prometheus::IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_failures: IntCounterVec,
     pub tokens_issued: IntCounterVec,
@@ -81,6 +82,14 @@ impl Metrics {
             "oada_gateway_token_cache_misses_total",
             "Bearer tokens that needed a signature check.",
         );
+        let token_cache_entries = prometheus::IntGauge::new(
+            "oada_gateway_token_cache_entries",
+            "Verified tokens held in the cache (approximate).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(token_cache_entries.clone()))
+            .expect("unique metric");
         let upstream_healthy = IntGaugeVec::new(
             Opts::new(
                 "oada_gateway_upstream_healthy",
@@ -125,6 +134,7 @@ impl Metrics {
             auth_decisions,
             token_cache_hits,
             token_cache_misses,
+            token_cache_entries,
             upstream_healthy,
             upstream_failures,
             tokens_issued,
