@@ -8,6 +8,7 @@
 //!   cargo run --release --example bench_fixtures -- flood KEY.pem ALG ISSUER URL COUNT CONNECTIONS
 
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::KeyPair;
 use jsonwebtoken::Algorithm;
 use oada_gateway::ids::unix_now;
 use oada_gateway::keys::{generate, jwk::algorithm_name, KeyRing, SigningKey};
