@@ -3,7 +3,7 @@
 use crate::auth::verifier::{TokenVerifier, VerifierConfig};
 use crate::auth::Authorizer;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::oauth::AuthorizationServer;
 use crate::store::Store;
 use crate::upstream::{HealthService, Upstream};
@@ -34,6 +34,9 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// The `route` label of requests that match no route and no hosted endpoint.
+pub const UNMATCHED_LABEL: &str = "unmatched";
+
 pub struct Gateway {
     pub config: Arc<Config>,
     pub authorizer: Authorizer,
@@ -42,6 +45,9 @@ pub struct Gateway {
     /// Indexed like `config.upstreams` (routes refer to them by index).
     pub upstreams: Vec<Upstream>,
     pub metrics: Arc<Metrics>,
+    /// Request metrics resolved per route (indexed by route id), and for requests matching none.
+    pub route_metrics: Vec<RouteMetrics>,
+    pub unmatched_metrics: RouteMetrics,
     pub store: Arc<dyn Store>,
     pub in_flight: Arc<InFlight>,
 }
@@ -72,8 +78,12 @@ impl Gateway {
             services.extend(service);
         }
         let oauth = AuthorizationServer::new(config.clone(), verifier.clone(), store.clone(), metrics.clone());
+        let route_metrics = config.routes.routes().iter().map(|r| metrics.route_metrics(&r.name)).collect();
+        let unmatched_metrics = metrics.route_metrics(UNMATCHED_LABEL);
         let gateway = Gateway {
             config,
+            route_metrics,
+            unmatched_metrics,
             authorizer,
             verifier,
             oauth,

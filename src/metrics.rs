@@ -3,14 +3,18 @@
 //! methods outside the standard set count as `OTHER`, clients are configured names.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+use std::sync::OnceLock;
+use std::time::Duration;
 
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub auth_decisions: IntCounterVec,
+    auth_decision_counters: [IntCounter; AUTH_RESULTS.len()],
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
     pub token_cache_entries: prometheus::IntGauge,
@@ -23,7 +27,7 @@ pub struct Metrics {
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
-pub const AUTH_RESULTS: &[&str] = &[
+pub const AUTH_RESULTS: [&str; 8] = [
     "allowed",
     "missing_token",
     "invalid_token",
@@ -34,7 +38,107 @@ pub const AUTH_RESULTS: &[&str] = &[
     "unavailable",
 ];
 
+/// Label values of `method`: the standard methods, everything else as `OTHER`.
+const METHOD_LABELS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"];
+
+/// Label values of `status`: common codes by value, the rest by class (`0`: no response).
+const STATUS_LABELS: [&str; 24] = [
+    "200", "201", "204", "301", "302", "304", "400", "401", "403", "404", "405", "413", "415", "429", "500", "502",
+    "503", "504", "0", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::PATCH => 4,
+        http::Method::DELETE => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+fn status_index(status: u16) -> usize {
+    match status {
+        200 => 0,
+        201 => 1,
+        204 => 2,
+        301 => 3,
+        302 => 4,
+        304 => 5,
+        400 => 6,
+        401 => 7,
+        403 => 8,
+        404 => 9,
+        405 => 10,
+        413 => 11,
+        415 => 12,
+        429 => 13,
+        500 => 14,
+        502 => 15,
+        503 => 16,
+        504 => 17,
+        100..=199 => 19,
+        200..=299 => 20,
+        300..=399 => 21,
+        400..=499 => 22,
+        500..=599 => 23,
+        _ => 18,
+    }
+}
+
+/// A bounded label for an HTTP status code.
+pub fn status_label(status: u16) -> &'static str {
+    STATUS_LABELS[status_index(status)]
+}
+
+/// The request metrics of one `route` label, resolved once: recording a request is then two
+/// atomic adds, with no label hashing or registry lock on the request path. Counters for a
+/// (method, status) pair are created on first use, so `/metrics` shows only pairs that happened.
+pub struct RouteMetrics {
+    label: String,
+    duration: Histogram,
+    counts: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, requests: &IntCounterVec, method: &http::Method, status: u16, elapsed: Duration) {
+        let (m, s) = (method_index(method), status_index(status));
+        self.counts[m * STATUS_LABELS.len() + s]
+            .get_or_init(|| requests.with_label_values(&[self.label.as_str(), METHOD_LABELS[m], STATUS_LABELS[s]]))
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 impl Metrics {
+    /// Resolves the request metrics of a `route` label (done once per route at start-up).
+    pub fn route_metrics(&self, label: &str) -> RouteMetrics {
+        RouteMetrics {
+            label: label.to_string(),
+            duration: self.request_duration.with_label_values(&[label]),
+            counts: (0..METHOD_LABELS.len() * STATUS_LABELS.len()).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts a request under `label` (for labels without resolved [`RouteMetrics`]).
+    pub fn record_request(&self, label: &str, method: &http::Method, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[label, method_label(method), status_label(status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[label])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The `oada_gateway_auth_decisions_total` counter of `result` (one of [`AUTH_RESULTS`]).
+    pub fn auth_decision(&self, result: &str) -> &IntCounter {
+        let i = AUTH_RESULTS.iter().position(|r| *r == result).unwrap_or(0);
+        &self.auth_decision_counters[i]
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -71,9 +175,8 @@ impl Metrics {
             "Access decisions on protected routes, by result.",
             &["result"],
         );
-        for r in AUTH_RESULTS {
-            auth_decisions.with_label_values(&[r]);
-        }
+        // resolved once, so dashboards see zeros instead of gaps and the request path no lookups
+        let auth_decision_counters = AUTH_RESULTS.map(|r| auth_decisions.with_label_values(&[r]));
         let token_cache_hits = counter(
             "oada_gateway_token_cache_hits_total",
             "Bearer tokens answered from the verification cache.",
@@ -132,6 +235,7 @@ impl Metrics {
             requests,
             request_duration,
             auth_decisions,
+            auth_decision_counters,
             token_cache_hits,
             token_cache_misses,
             token_cache_entries,
@@ -162,16 +266,7 @@ impl Default for Metrics {
 
 /// A bounded label for an HTTP method.
 pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
+    METHOD_LABELS[method_index(method)]
 }
 
 #[cfg(test)]
@@ -187,7 +282,17 @@ mod tests {
         m.tokens_issued.with_label_values(&["client_credentials", "mm"]).inc();
         m.token_errors.with_label_values(&["invalid_grant"]).inc();
         m.registrations.with_label_values(&["created"]).inc();
+        let route = m.route_metrics("/observations");
+        route.record(&m.requests, &http::Method::GET, 200, Duration::from_millis(1));
+        route.record(&m.requests, &http::Method::GET, 200, Duration::from_millis(1));
+        route.record(&m.requests, &http::Method::from_bytes(b"PROPFIND").unwrap(), 207, Duration::ZERO);
+        m.auth_decision("insufficient_scope").inc();
         let text = m.render();
+        assert!(text.contains(r#"oada_gateway_requests_total{method="GET",route="/observations",status="200"} 2"#), "{text}");
+        assert!(text.contains(r#"oada_gateway_requests_total{method="OTHER",route="/observations",status="2xx"} 1"#));
+        assert!(text.contains(r#"oada_gateway_request_duration_seconds_count{route="/observations"} 3"#));
+        assert!(text.contains(r#"oada_gateway_auth_decisions_total{result="insufficient_scope"} 1"#));
+        assert!(text.contains(r#"oada_gateway_auth_decisions_total{result="allowed"} 0"#));
         for name in [
             "oada_gateway_requests_total",
             "oada_gateway_request_duration_seconds",

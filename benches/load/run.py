@@ -173,7 +173,7 @@ def haproxy_conf(path, listen, upstream, pubkey):
     path.write_text(f"""
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 2s

@@ -8,7 +8,7 @@ mod path;
 pub mod respond;
 
 use crate::auth::verifier::Grant;
-use crate::gateway::{Gateway, InFlightGuard};
+use crate::gateway::{Gateway, InFlightGuard, UNMATCHED_LABEL};
 use crate::ids::unix_now;
 use crate::metrics::method_label;
 use crate::oauth::{Endpoint, HostedRequest, MAX_BODY_BYTES};
@@ -83,7 +83,7 @@ impl Proxy {
 
     fn label<'a>(&'a self, ctx: &RequestCtx) -> &'a str {
         match ctx.label {
-            Label::Unmatched => "unmatched",
+            Label::Unmatched => UNMATCHED_LABEL,
             Label::Hosted(name) => name,
             Label::Route(id) => &self.gw.config.routes.route(id).name,
         }
@@ -183,12 +183,12 @@ impl ProxyHttp for Proxy {
                 }
                 ctx.auth = "allowed";
                 ctx.grant = Some(verified.token.grant);
-                metrics.auth_decisions.with_label_values(&["allowed"]).inc();
+                metrics.auth_decision("allowed").inc();
                 Ok(false)
             }
             Err(denial) => {
                 ctx.auth = denial.metric_label();
-                metrics.auth_decisions.with_label_values(&[ctx.auth]).inc();
+                metrics.auth_decision(ctx.auth).inc();
                 let reply = denial.reply(self.gw.config.issuer.as_str());
                 self.reply(session, &reply).await
             }
@@ -337,15 +337,11 @@ impl ProxyHttp for Proxy {
         let method = method_label(&req.method);
         let label = self.label(ctx);
         let elapsed = ctx.start.elapsed();
-        let metrics = &self.gw.metrics;
-        metrics
-            .requests
-            .with_label_values(&[label, method, status_label(status)])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[label])
-            .observe(elapsed.as_secs_f64());
+        match ctx.label {
+            Label::Route(id) => self.gw.route_metrics[id].record(&self.gw.metrics.requests, &req.method, status, elapsed),
+            Label::Unmatched => self.gw.unmatched_metrics.record(&self.gw.metrics.requests, &req.method, status, elapsed),
+            Label::Hosted(name) => self.gw.metrics.record_request(name, &req.method, status, elapsed),
+        }
         if self.gw.config.server.access_log {
             let client_id = ctx.grant.as_ref().map(|g| &*g.client_id).unwrap_or("-");
             let server = ctx.last_server().map(|s| s.to_string());
@@ -394,32 +390,5 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Reply> 
                 return Err(Reply::error(400, "invalid_request", "the request body could not be read"));
             }
         }
-    }
-}
-
-/// Status codes as label values without allocating.
-fn status_label(status: u16) -> &'static str {
-    const LABELS: [&str; 6] = ["0", "1xx", "2xx", "3xx", "4xx", "5xx"];
-    match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        415 => "415",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        s if (100..600).contains(&s) => LABELS[(s / 100) as usize],
-        _ => LABELS[0],
     }
 }
