@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Side-by-side load benchmark on loopback: the same static JSON upstream (an nginx process)
 behind nothing, nginx (plain reverse proxy), HAProxy (jwt_verify RS256 + exp + scope) and
-oada-gateway (token + scope; one token reused, then 10,000 tokens in rotation), driven by wrk at
-the same connection count, in alternating rounds. Then /token throughput and the gateway's RSS
-with 1,000,000 distinct cached tokens.
+oada-gateway (token + scope; one token reused, then 10,000 tokens in rotation; and a route with
+`auth: none`, i.e. Pingora plus the gateway's routing without a token check), driven by wrk at the
+same connection count, in alternating rounds. Every target receives the identical request, with
+the same `Authorization: Bearer` header. Then the same targets at one fixed offered load (paced
+wrk connections) to compare latency where none is saturated, /token throughput, and the
+gateway's RSS with 1,000,000 distinct cached tokens.
 
 Every proxy runs one worker pinned to CPU 0; wrk and the upstream share CPU 1. Each run records
-the proxy's CPU use, so a saturated load generator cannot pass for a slow proxy.
+the proxy's CPU use (and so its CPU time per request), so a saturated load generator cannot pass
+for a slow proxy.
 
 Run through `bash benches/load.sh` (options: --quick, --rounds N, --duration S, --connections C,
 --skip-rss). Writes target/load-bench/summary.json.
@@ -153,6 +157,7 @@ def nginx_conf(path, listen, body=None, upstream=None):
     path.write_text(f"""
 worker_processes 1;
 daemon off;
+master_process off;
 pid {path.with_suffix('.pid')};
 error_log {path.with_suffix('.err')} warn;
 events {{ worker_connections 4096; }}
@@ -217,6 +222,9 @@ routes:
   - path: /observations
     scopes: [weather.observations:read]
     upstream: api
+  - path: /public
+    auth: none
+    upstream: api
 cache:
   max_entries: {cache}
 server:
@@ -232,11 +240,17 @@ def measure(target, connections, duration, results):
     r = wrk(target["url"], connections, duration, target.get("script"), target.get("script_args", ()), target.get("headers", ()))
     elapsed = time.time() - start
     if proc:
-        r["proxy_cpu"] = round((proc.cpu_seconds() - cpu_before) / elapsed, 2)
+        cpu = proc.cpu_seconds() - cpu_before
+        r["proxy_cpu"] = round(cpu / elapsed, 2)
+        r["cpu_us_per_request"] = round(cpu * 1e6 / max(r["requests"], 1), 2)
     results.setdefault(target["name"], []).append(r)
     bad = f", {r['non_2xx']} non-2xx, {r['socket_errors']} socket errors" if r["non_2xx"] or r["socket_errors"] else ""
-    cpu = f", proxy CPU {r['proxy_cpu']:.2f}" if proc else ""
+    cpu = f", proxy CPU {r['proxy_cpu']:.2f} ({r['cpu_us_per_request']:.1f} us/req)" if proc else ""
     log(f"  {target['name']:<28} {r['rps']:>10,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms{cpu}{bad}")
+
+
+def paced_rate(paced_summary):
+    return statistics.median(s["rps"] for s in paced_summary.values())
 
 
 def median_of(runs):
@@ -245,6 +259,7 @@ def median_of(runs):
     summary["socket_errors"] = sum(run["socket_errors"] for run in runs)
     if "proxy_cpu" in runs[0]:
         summary["proxy_cpu"] = statistics.median(run["proxy_cpu"] for run in runs)
+        summary["cpu_us_per_request"] = statistics.median(run["cpu_us_per_request"] for run in runs)
     summary["runs"] = runs
     return summary
 
@@ -307,6 +322,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rss-tokens", type=int, default=1_000_000)
+    ap.add_argument("--pace-ms", type=int, default=4, help="same-load phase: pause of each connection between requests")
     ap.add_argument("--skip-rss", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -348,9 +364,10 @@ def main():
         one_token = (work / "tokens.txt").read_text().splitlines()[0]
         auth = [f"Authorization: Bearer {one_token}"]
         targets = [
-            {"name": "direct (no proxy)", "url": f"http://127.0.0.1:{up}/observations"},
-            {"name": "nginx (no auth)", "url": f"http://127.0.0.1:{nx}/observations", "proc": nginx},
+            {"name": "direct (no proxy)", "url": f"http://127.0.0.1:{up}/observations", "headers": auth},
+            {"name": "nginx (no auth)", "url": f"http://127.0.0.1:{nx}/observations", "proc": nginx, "headers": auth},
             {"name": "haproxy jwt_verify", "url": f"http://127.0.0.1:{hp}/observations", "proc": haproxy, "headers": auth},
+            {"name": "oada-gateway (auth: none)", "url": f"http://127.0.0.1:{gw}/public", "proc": gateway, "headers": auth},
             {"name": "oada-gateway (1 token)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway, "headers": auth},
             {"name": "oada-gateway (10k tokens)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway,
              "script": LUA / "rotate_tokens.lua", "script_args": (work / "tokens.txt",)},
@@ -371,13 +388,30 @@ def main():
                 measure(t, args.connections, args.duration, results)
         summary = {name: median_of(runs) for name, runs in results.items()}
 
+        # latency at one offered load that no target saturates
+        paced = {}
+        log(f"\nsame offered load: {args.connections} connections, each waiting {args.pace_ms} ms between requests")
+        for rnd in range(args.rounds):
+            order = targets if rnd % 2 == 0 else list(reversed(targets))
+            for t in order:
+                if "script" in t:
+                    continue
+                pt = dict(t, name=t["name"], script=LUA / "paced.lua", script_args=(args.pace_ms,))
+                measure(pt, args.connections, args.duration, paced)
+        paced_summary = {name: median_of(runs) for name, runs in paced.items()}
+
         gw1 = summary["oada-gateway (1 token)"]
         gw10k = summary["oada-gateway (10k tokens)"]
         ratios = {
             "gateway_vs_nginx_rps": gw1["rps"] / summary["nginx (no auth)"]["rps"],
             "gateway_vs_haproxy_rps": gw1["rps"] / summary["haproxy jwt_verify"]["rps"],
             "gateway_10k_vs_haproxy_rps": gw10k["rps"] / summary["haproxy jwt_verify"]["rps"],
-            "gateway_p99_minus_nginx_p99_ms": gw1["p99_ms"] - summary["nginx (no auth)"]["p99_ms"],
+            "gateway_p99_minus_nginx_p99_ms_saturated": gw1["p99_ms"] - summary["nginx (no auth)"]["p99_ms"],
+            "gateway_p99_minus_nginx_p99_ms_same_load": paced_summary["oada-gateway (1 token)"]["p99_ms"]
+            - paced_summary["nginx (no auth)"]["p99_ms"],
+            "gateway_cpu_per_request_vs_nginx": gw1["cpu_us_per_request"] / summary["nginx (no auth)"]["cpu_us_per_request"],
+            "gateway_cpu_per_request_vs_haproxy": gw1["cpu_us_per_request"] / summary["haproxy jwt_verify"]["cpu_us_per_request"],
+            "token_check_cpu_us": gw1["cpu_us_per_request"] - summary["oada-gateway (auth: none)"]["cpu_us_per_request"],
         }
         log("\n/token throughput (wrk, 5 s, 32 connections)")
         tokens = token_throughput(work, up, 32, 5)
@@ -389,13 +423,19 @@ def main():
         for p in reversed(procs):
             p.stop()
 
-    log("\n| target | req/s | p50 ms | p99 ms | proxy CPU |")
-    log("|---|---:|---:|---:|---:|")
+    log(f"\n| target | req/s | p50 ms | p99 ms | proxy CPU | CPU us/req | p50 ms at {paced_rate(paced_summary):,.0f} req/s | p99 ms at that load |")
+    log("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in summary.items():
-        cpu = f"{s['proxy_cpu']:.2f}" if "proxy_cpu" in s else "-"
-        log(f"| {name} | {s['rps']:,.0f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {cpu} |")
+        cpu = f"{s['proxy_cpu']:.2f} | {s['cpu_us_per_request']:.1f}" if "proxy_cpu" in s else "- | -"
+        p = paced_summary.get(name)
+        at_load = f"{p['p50_ms']:.3f} | {p['p99_ms']:.3f}" if p else "- | -"
+        log(f"| {name} | {s['rps']:,.0f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {cpu} | {at_load} |")
     log(f"\ngateway / nginx req/s: {ratios['gateway_vs_nginx_rps']:.2f}   gateway / haproxy req/s: {ratios['gateway_vs_haproxy_rps']:.2f}   "
-        f"(10k tokens / haproxy: {ratios['gateway_10k_vs_haproxy_rps']:.2f})   gateway p99 - nginx p99: {ratios['gateway_p99_minus_nginx_p99_ms']:+.3f} ms")
+        f"(10k tokens / haproxy: {ratios['gateway_10k_vs_haproxy_rps']:.2f})")
+    log(f"CPU per request, gateway / nginx: {ratios['gateway_cpu_per_request_vs_nginx']:.2f}   gateway / haproxy: {ratios['gateway_cpu_per_request_vs_haproxy']:.2f}   "
+        f"token check: {ratios['token_check_cpu_us']:+.1f} us/req over the same gateway with auth: none")
+    log(f"gateway p99 - nginx p99: {ratios['gateway_p99_minus_nginx_p99_ms_same_load']:+.3f} ms at the same load "
+        f"({ratios['gateway_p99_minus_nginx_p99_ms_saturated']:+.3f} ms saturated)")
     machine = {"cpus": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?"),
                "kernel": os.uname().release}
     versions = {
@@ -403,7 +443,8 @@ def main():
         "haproxy": subprocess.run([tool("haproxy"), "-v"], capture_output=True, text=True).stdout.splitlines()[0],
         "wrk": (subprocess.run([tool("wrk"), "-v"], capture_output=True, text=True).stdout.splitlines() or ["wrk"])[0],
     }
-    report = {"machine": machine, "versions": versions, "settings": vars(args), "summary": summary, "ratios": ratios,
+    report = {"machine": machine, "versions": versions, "settings": vars(args), "summary": summary,
+              "same_load": paced_summary, "ratios": ratios,
               "token_endpoint": tokens, "rss": rss, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (OUT / "summary.json").write_text(json.dumps(report, indent=2))
     log(f"\nwrote {OUT / 'summary.json'}")
