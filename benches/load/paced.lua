@@ -1,6 +1,8 @@
--- wrk: every connection waits `delay_ms` (first script argument) after each response before its
--- next request, so all targets get the same offered load (about connections / (delay + latency)
--- requests per second) and their latencies can be compared at that load, not at saturation.
+-- wrk: every connection waits a random 0 to 2 x `delay_ms` (first script argument; mean
+-- `delay_ms`) after each response before its next request, so all targets get the same offered
+-- load (about connections / (delay + latency) requests per second) and their latencies can be
+-- compared at that load, not at saturation. The pause is random so that the connections do not
+-- fire in lock-step bursts, which would measure how long a burst takes to drain instead.
 local delay_ms = 4
 
 function init(args)
@@ -10,5 +12,5 @@ function init(args)
 end
 
 function delay()
-  return delay_ms
+  return math.random(0, 2 * delay_ms)
 end

@@ -12,6 +12,7 @@ use crate::keys::KeyRing;
 use crate::scope::ScopeSet;
 use crate::store::{Store, StoreError};
 use crate::token::{AccessTokenClaims, ACCESS_TOKEN_TYP};
+use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Validation;
 use moka::sync::Cache;
@@ -30,6 +31,10 @@ pub struct Grant {
     /// The scope claim as issued (forwarded upstream as `X-OADA-Scope`).
     pub scope: Box<str>,
     pub scopes: ScopeSet,
+    /// `client_id` and `scope` as ready-made header values: forwarding them upstream is then a
+    /// reference-count increment, not a copy and re-validation per request.
+    pub client_id_header: HeaderValue,
+    pub scope_header: HeaderValue,
 }
 
 /// A verified, unexpired, unrevoked access token.
@@ -360,7 +365,11 @@ impl TokenVerifier {
             return Ok(g);
         }
         let scopes = ScopeSet::parse(&scope).map_err(|_| TokenRejection::Malformed)?;
+        let client_id_header = HeaderValue::from_str(&client_id).map_err(|_| TokenRejection::Malformed)?;
+        let scope_header = HeaderValue::from_str(&scope).map_err(|_| TokenRejection::Malformed)?;
         let grant = Arc::new(Grant {
+            client_id_header,
+            scope_header,
             client_id: client_id.into_boxed_str(),
             scope: scope.into_boxed_str(),
             scopes,

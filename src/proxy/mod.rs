@@ -228,12 +228,12 @@ impl ProxyHttp for Proxy {
         upstream_request.remove_header(SCOPE_HEADER);
         if let Some(route) = self.route(ctx) {
             if !route.forward_authorization {
-                upstream_request.remove_header("Authorization");
+                upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
         }
         if let Some(grant) = &ctx.grant {
-            upstream_request.insert_header(CLIENT_ID_HEADER, &*grant.client_id)?;
-            upstream_request.insert_header(SCOPE_HEADER, &*grant.scope)?;
+            upstream_request.insert_header(CLIENT_ID_HEADER, grant.client_id_header.clone())?;
+            upstream_request.insert_header(SCOPE_HEADER, grant.scope_header.clone())?;
         }
         // never forward a query-string token
         if self.gw.authorizer.allows_query_token() {
