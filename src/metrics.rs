@@ -99,15 +99,16 @@ pub fn status_label(status: u16) -> &'static str {
 /// (method, status) pair are created on first use, so `/metrics` shows only pairs that happened.
 pub struct RouteMetrics {
     label: String,
+    requests: IntCounterVec,
     duration: Histogram,
     counts: Box<[OnceLock<IntCounter>]>,
 }
 
 impl RouteMetrics {
-    pub fn record(&self, requests: &IntCounterVec, method: &http::Method, status: u16, elapsed: Duration) {
+    pub fn record(&self, method: &http::Method, status: u16, elapsed: Duration) {
         let (m, s) = (method_index(method), status_index(status));
         self.counts[m * STATUS_LABELS.len() + s]
-            .get_or_init(|| requests.with_label_values(&[self.label.as_str(), METHOD_LABELS[m], STATUS_LABELS[s]]))
+            .get_or_init(|| self.requests.with_label_values(&[self.label.as_str(), METHOD_LABELS[m], STATUS_LABELS[s]]))
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
@@ -118,6 +119,7 @@ impl Metrics {
     pub fn route_metrics(&self, label: &str) -> RouteMetrics {
         RouteMetrics {
             label: label.to_string(),
+            requests: self.requests.clone(),
             duration: self.request_duration.with_label_values(&[label]),
             counts: (0..METHOD_LABELS.len() * STATUS_LABELS.len()).map(|_| OnceLock::new()).collect(),
         }
@@ -133,10 +135,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The `oada_gateway_auth_decisions_total` counter of `result` (one of [`AUTH_RESULTS`]).
-    pub fn auth_decision(&self, result: &str) -> &IntCounter {
-        let i = AUTH_RESULTS.iter().position(|r| *r == result).unwrap_or(0);
-        &self.auth_decision_counters[i]
+    /// Counts one `oada_gateway_auth_decisions_total{result}`: a resolved counter for the results
+    /// of [`AUTH_RESULTS`], a label lookup for any other.
+    pub fn count_auth_decision(&self, result: &str) {
+        match AUTH_RESULTS.iter().position(|r| *r == result) {
+            Some(i) => self.auth_decision_counters[i].inc(),
+            None => self.auth_decisions.with_label_values(&[result]).inc(),
+        }
     }
 
     pub fn new() -> Metrics {
@@ -283,10 +288,10 @@ mod tests {
         m.token_errors.with_label_values(&["invalid_grant"]).inc();
         m.registrations.with_label_values(&["created"]).inc();
         let route = m.route_metrics("/observations");
-        route.record(&m.requests, &http::Method::GET, 200, Duration::from_millis(1));
-        route.record(&m.requests, &http::Method::GET, 200, Duration::from_millis(1));
-        route.record(&m.requests, &http::Method::from_bytes(b"PROPFIND").unwrap(), 207, Duration::ZERO);
-        m.auth_decision("insufficient_scope").inc();
+        route.record(&http::Method::GET, 200, Duration::from_millis(1));
+        route.record(&http::Method::GET, 200, Duration::from_millis(1));
+        route.record(&http::Method::from_bytes(b"PROPFIND").unwrap(), 207, Duration::ZERO);
+        m.count_auth_decision("insufficient_scope");
         let text = m.render();
         assert!(text.contains(r#"oada_gateway_requests_total{method="GET",route="/observations",status="200"} 2"#), "{text}");
         assert!(text.contains(r#"oada_gateway_requests_total{method="OTHER",route="/observations",status="2xx"} 1"#));

@@ -396,7 +396,7 @@ def main():
             for t in order:
                 if "script" in t:
                     continue
-                pt = dict(t, name=t["name"], script=LUA / "paced.lua", script_args=(args.pace_ms,))
+                pt = dict(t, script=LUA / "paced.lua", script_args=(args.pace_ms,))
                 measure(pt, args.connections, args.duration, paced)
         paced_summary = {name: median_of(runs) for name, runs in paced.items()}
 

@@ -28,11 +28,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
     pub client_id: Box<str>,
-    /// The scope claim as issued (forwarded upstream as `X-OADA-Scope`).
-    pub scope: Box<str>,
     pub scopes: ScopeSet,
-    /// `client_id` and `scope` as ready-made header values: forwarding them upstream is then a
-    /// reference-count increment, not a copy and re-validation per request.
+    /// `client_id` and the scope claim as issued, as ready-made header values for
+    /// `X-OADA-Client-Id` and `X-OADA-Scope`: forwarding them upstream is then a reference-count
+    /// increment, not a copy and re-validation per request.
     pub client_id_header: HeaderValue,
     pub scope_header: HeaderValue,
 }
@@ -371,7 +370,6 @@ impl TokenVerifier {
             client_id_header,
             scope_header,
             client_id: client_id.into_boxed_str(),
-            scope: scope.into_boxed_str(),
             scopes,
         });
         self.grants.insert(key, grant.clone());

@@ -183,12 +183,12 @@ impl ProxyHttp for Proxy {
                 }
                 ctx.auth = "allowed";
                 ctx.grant = Some(verified.token.grant);
-                metrics.auth_decision("allowed").inc();
+                metrics.count_auth_decision("allowed");
                 Ok(false)
             }
             Err(denial) => {
                 ctx.auth = denial.metric_label();
-                metrics.auth_decision(ctx.auth).inc();
+                metrics.count_auth_decision(ctx.auth);
                 let reply = denial.reply(self.gw.config.issuer.as_str());
                 self.reply(session, &reply).await
             }
@@ -338,8 +338,8 @@ impl ProxyHttp for Proxy {
         let label = self.label(ctx);
         let elapsed = ctx.start.elapsed();
         match ctx.label {
-            Label::Route(id) => self.gw.route_metrics[id].record(&self.gw.metrics.requests, &req.method, status, elapsed),
-            Label::Unmatched => self.gw.unmatched_metrics.record(&self.gw.metrics.requests, &req.method, status, elapsed),
+            Label::Route(id) => self.gw.route_metrics[id].record(&req.method, status, elapsed),
+            Label::Unmatched => self.gw.unmatched_metrics.record(&req.method, status, elapsed),
             Label::Hosted(name) => self.gw.metrics.record_request(name, &req.method, status, elapsed),
         }
         if self.gw.config.server.access_log {
