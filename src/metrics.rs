@@ -24,6 +24,9 @@ pub struct Metrics {
     pub token_errors: IntCounterVec,
     pub registrations: IntCounterVec,
     pub revocations: IntCounter,
+    pub downstream_connections: prometheus::IntGauge,
+    pub downstream_closes: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -230,6 +233,25 @@ impl Metrics {
             &["result"],
         );
         let revocations = counter("oada_gateway_revocations_total", "Access tokens revoked.");
+        let downstream_connections = prometheus::IntGauge::new(
+            "oada_gateway_downstream_connections",
+            "Client connections open on the proxy listener.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(downstream_connections.clone()))
+            .expect("unique metric");
+        let downstream_closes = counter_vec(
+            "oada_gateway_downstream_closes_total",
+            "Client connections the gateway refused or closed for a limit, by reason (too_many_connections, \
+             too_many_connections_per_address, header_too_large, header_timeout, body_timeout, idle_timeout).",
+            &["reason"],
+        );
+        let rate_limited = counter_vec(
+            "oada_gateway_rate_limited_total",
+            "Requests refused with 429 by a rate limit, by partner (or - for per-address limits) and rule.",
+            &["partner", "rule"],
+        );
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -250,6 +272,9 @@ impl Metrics {
             token_errors,
             registrations,
             revocations,
+            downstream_connections,
+            downstream_closes,
+            rate_limited,
         }
     }
 

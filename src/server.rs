@@ -6,7 +6,7 @@ use crate::gateway::Gateway;
 use crate::proxy::Proxy;
 use crate::store::memory::MemoryStore;
 use async_trait::async_trait;
-use pingora::proxy::http_proxy_service_with_name;
+use crate::downstream::{ConnectionGuard, GuardedProxy};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
@@ -118,7 +118,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = http_proxy_service_with_name(&server.configuration, Proxy::new(gateway.clone()), "oada-gateway proxy");
+    let guard = Arc::new(ConnectionGuard::new(cfg.server.downstream.clone(), gateway.metrics.clone()));
+    let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
+    let mut proxy = Service::new("oada-gateway proxy".to_string(), GuardedProxy::new(http, guard));
     let listen = cfg.listen.to_string();
     match &cfg.tls {
         Some(tls) => proxy

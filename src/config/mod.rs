@@ -9,6 +9,7 @@ pub mod duration;
 pub mod env;
 pub mod error;
 pub mod raw;
+pub mod size;
 
 use crate::keys::{KeyRing, PublicJwkSet};
 use crate::routes::RouteTable;
@@ -44,6 +45,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub token_endpoint: TokenEndpointConfig,
     pub server: ServerConfig,
+    pub limits: EndpointLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +218,45 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,
     pub access_log: bool,
+    pub downstream: DownstreamConfig,
+}
+
+/// Limits on the client side of the proxy's connections, before and between requests; the
+/// defaults are close to nginx's and Envoy's.
+#[derive(Debug, Clone)]
+pub struct DownstreamConfig {
+    /// Open client connections at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Open client connections from one address (an IPv6 /64 counts as one address).
+    pub max_connections_per_address: usize,
+    /// The whole request head (request line and header fields); larger heads get 431.
+    pub max_request_header_bytes: usize,
+    /// One header field or the request line; longer ones get 431 (414 for the request line).
+    pub max_request_header_line_bytes: usize,
+    /// Deadline for a complete request head, from the connection's start (first request) or the
+    /// request's first byte (later ones); expiry → 408 and close.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection waits for the next request.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one connection before it is closed (as nginx's keepalive_requests).
+    pub keepalive_requests: u32,
+    /// Deadline for a proxied request's whole body, from the end of its head; expiry → 408.
+    pub body_timeout: Duration,
+    /// Longest wait for the client to accept response bytes.
+    pub send_timeout: Duration,
+    /// Answer TRACE (405 by default: it echoes credentials back to scripts).
+    pub allow_trace: bool,
+}
+
+/// Per-client-address rate limits on the hosted endpoints, so that they cannot be flooded.
+#[derive(Debug, Clone)]
+pub struct EndpointLimits {
+    /// `POST /register`; `None`: unlimited.
+    pub register: Option<crate::ratelimit::Quota>,
+    /// `POST /token` (and introspection and revocation, which authenticate clients the same way).
+    pub token: Option<crate::ratelimit::Quota>,
+    /// Client addresses tracked at once per limit; beyond that new addresses get 503.
+    pub max_tracked_addresses: usize,
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
 use super::duration::ConfigDuration;
+use super::size::ConfigSize;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -39,6 +40,8 @@ pub struct RawConfig {
     pub token_endpoint: RawTokenEndpoint,
     #[serde(default)]
     pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,4 +205,45 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     #[serde(default)]
     pub access_log: Option<bool>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub max_connections_per_address: Option<usize>,
+    #[serde(default)]
+    pub max_request_header_bytes: Option<ConfigSize>,
+    #[serde(default)]
+    pub max_request_header_line_bytes: Option<ConfigSize>,
+    #[serde(default)]
+    pub header_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub keepalive_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub keepalive_requests: Option<u32>,
+    #[serde(default)]
+    pub body_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub send_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub allow_trace: Option<bool>,
+}
+
+/// Per-client-address limits on the hosted endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub register: Option<RawRateLimit>,
+    #[serde(default)]
+    pub token: Option<RawRateLimit>,
+    #[serde(default)]
+    pub max_tracked_addresses: Option<usize>,
+}
+
+/// `{rate: 10/s, burst: 50}`; `rate: unlimited` turns the limit off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub rate: String,
+    #[serde(default)]
+    pub burst: Option<u32>,
 }

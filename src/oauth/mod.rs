@@ -17,6 +17,7 @@ pub mod paths;
 pub mod register;
 pub mod revoke;
 pub mod software_statement;
+pub mod throttle;
 pub mod token;
 
 use crate::auth::verifier::TokenVerifier;
@@ -84,6 +85,8 @@ pub struct HostedRequest<'a> {
     pub body: Bytes,
     /// Unix seconds.
     pub now: u64,
+    /// The client's address (per-address limits).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 pub struct AuthorizationServer {
@@ -94,6 +97,7 @@ pub struct AuthorizationServer {
     token: token::TokenEndpoint,
     introspection: introspect::Introspection,
     revocation: revoke::Revocation,
+    throttle: throttle::EndpointThrottle,
 }
 
 impl AuthorizationServer {
@@ -132,7 +136,8 @@ impl AuthorizationServer {
             registrar: register::Registrar::new(config.clone(), statements, store, metrics.clone()),
             token: token::TokenEndpoint::new(authn.clone(), issuer_of_tokens, metrics.clone(), realm.clone()),
             introspection: introspect::Introspection::new(authn.clone(), verifier.clone(), realm.clone()),
-            revocation: revoke::Revocation::new(authn, verifier, metrics, realm),
+            revocation: revoke::Revocation::new(authn, verifier, metrics.clone(), realm),
+            throttle: throttle::EndpointThrottle::new(&config.limits, metrics),
         }
     }
 
@@ -149,6 +154,9 @@ impl AuthorizationServer {
         if *request.method != allowed && !(allowed == Method::GET && *request.method == Method::HEAD) {
             return Reply::error(405, "invalid_request", format!("use {allowed} on this endpoint"))
                 .with_header("Allow", allowed.as_str());
+        }
+        if let Some(refusal) = self.throttle.check(endpoint, request.client_ip) {
+            return refusal;
         }
         match endpoint {
             Endpoint::OadaConfiguration => self.discovery.oada_configuration(),

@@ -1,13 +1,19 @@
 //! The Pingora `ProxyHttp` implementation: the order of the request's steps, nothing else.
 //!
-//! request_filter: hosted OAuth endpoint? → path check → route → bearer token + scopes;
-//! upstream_peer: pick a healthy server; upstream_request_filter: identity headers;
-//! fail_to_connect: retry once elsewhere; fail_to_proxy: 502/504 JSON; logging: metrics + access log.
+//! on_connection_reuse: the request head is in (the connection's header deadline ends);
+//! request_filter: strict HTTP checks → hosted OAuth endpoint? → path check → route → bearer token
+//! + scopes → body deadline, `100 Continue`; request_body_filter: body complete;
+//! upstream_peer: pick a healthy server; upstream_request_filter: normalized request, identity
+//! headers; upstream_response_filter: refuse unsolicited upgrades; error_while_proxy and
+//! fail_to_connect: count failures, decide retries; fail_to_proxy: 4xx/5xx JSON; logging: metrics
+//! and the access log.
 
 mod path;
 pub mod respond;
+pub mod strict;
 
 use crate::auth::verifier::Grant;
+use crate::downstream::ConnHandle;
 use crate::gateway::{Gateway, InFlightGuard, UNMATCHED_LABEL};
 use crate::ids::unix_now;
 use crate::metrics::method_label;
@@ -20,9 +26,12 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
+use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use strict::HeadLimits;
 
 /// Identity headers set for the upstream; copies sent by clients are always removed.
 pub const CLIENT_ID_HEADER: &str = "X-OADA-Client-Id";
@@ -31,8 +40,15 @@ pub const SCOPE_HEADER: &str = "X-OADA-Scope";
 /// How many servers one request may try (the first, and one retry on another server).
 const MAX_ATTEMPTS: usize = 2;
 
-/// A client must deliver a hosted endpoint's body within this time.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A client must deliver a hosted endpoint's whole body within this time (a deadline, not an
+/// idle timer: a byte every few seconds does not keep it open).
+const HOSTED_BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Retries on a fresh connection after a pooled one turned out dead, per request.
+const MAX_FRESH_RETRIES: u8 = 2;
+
+/// The upstream error of an unsolicited `101 Switching Protocols`.
+const UNSOLICITED_UPGRADE: ErrorType = ErrorType::Custom("unsolicited_upgrade");
 
 /// Per-request state shared by the hooks.
 pub struct RequestCtx {
@@ -43,6 +59,12 @@ pub struct RequestCtx {
     grant: Option<Arc<Grant>>,
     auth: &'static str,
     tried: [Option<SocketAddr>; MAX_ATTEMPTS],
+    /// A pooled connection to the last server failed before the request went out: try that
+    /// server again on a fresh connection.
+    fresh_retry: bool,
+    fresh_retries: u8,
+    /// The client connection (absent on HTTP/2).
+    conn: Option<ConnHandle>,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -70,11 +92,34 @@ impl RequestCtx {
 
 pub struct Proxy {
     gw: Arc<Gateway>,
+    head_limits: HeadLimits,
+    /// `Host` for HTTP/1.0 requests that send none: the issuer's authority.
+    own_host: String,
+    /// Makes every fresh-connection retry miss Pingora's connection pool.
+    fresh_group: AtomicU64,
 }
 
 impl Proxy {
     pub fn new(gw: Arc<Gateway>) -> Self {
-        Proxy { gw }
+        let d = &gw.config.server.downstream;
+        let head_limits = HeadLimits {
+            max_total: d.max_request_header_bytes,
+            max_line: d.max_request_header_line_bytes,
+            allow_trace: d.allow_trace,
+        };
+        let own_host = url::Url::parse(gw.config.issuer.as_str())
+            .ok()
+            .and_then(|u| u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            }))
+            .unwrap_or_else(|| "localhost".into());
+        Proxy {
+            gw,
+            head_limits,
+            own_host,
+            fresh_group: AtomicU64::new(1),
+        }
     }
 
     fn route(&self, ctx: &RequestCtx) -> Option<&Route> {
@@ -99,14 +144,30 @@ impl Proxy {
         } else {
             Bytes::new()
         };
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let req = session.req_header();
         let request = HostedRequest {
             method: &req.method,
             headers: &req.headers,
             body,
             now: unix_now(),
+            client_ip,
         };
         self.gw.oauth.handle(endpoint, &request).await
+    }
+
+    /// The request may go upstream: its body (if any) now has a deadline, and a client waiting
+    /// for `100 Continue` gets it from the gateway (the `Expect` is not forwarded).
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        if strict::has_body(session.req_header()) {
+            if let Some(conn) = &ctx.conn {
+                conn.0.start_body_deadline();
+            }
+            if strict::expects_continue(session.req_header()) {
+                session.write_continue_response().await?;
+            }
+        }
+        Ok(false)
     }
 
     async fn reply(&self, session: &mut Session, reply: &Reply) -> pingora::Result<bool> {
@@ -127,11 +188,26 @@ impl ProxyHttp for Proxy {
             grant: None,
             auth: "none",
             tried: [None; MAX_ATTEMPTS],
+            fresh_retry: false,
+            fresh_retries: 0,
+            conn: None,
             _in_flight: self.gw.in_flight.enter(),
         }
     }
 
+    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut RequestCtx, prev: Box<dyn Any + Send + Sync>) {
+        if let Ok(handle) = prev.downcast::<ConnHandle>() {
+            handle.0.head_complete();
+            ctx.conn = Some(*handle);
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        let req = session.req_header();
+        if let Err(reply) = strict::check_head(req, &self.head_limits) {
+            session.set_keepalive(None);
+            return self.reply(session, &reply).await;
+        }
         let req = session.req_header();
         let path = req.uri.path();
 
@@ -146,7 +222,8 @@ impl ProxyHttp for Proxy {
         }
 
         let method = req.method.clone();
-        let route = match self.gw.config.routes.find(path, &method) {
+        let routing_path = path::routing_path(path);
+        let route = match self.gw.config.routes.find(&routing_path, &method) {
             RouteMatch::Found(route) => route,
             RouteMatch::MethodNotAllowed { allow } => {
                 let mut reply = Reply::error(405, "method_not_allowed", format!("{method} is not allowed here"));
@@ -165,7 +242,7 @@ impl ProxyHttp for Proxy {
         ctx.route = Some(route.id);
 
         let RouteAuth::Bearer(requirement) = &route.auth else {
-            return Ok(false);
+            return self.admit(session, ctx).await;
         };
         let req = session.req_header();
         let decision = self
@@ -184,15 +261,34 @@ impl ProxyHttp for Proxy {
                 ctx.auth = "allowed";
                 ctx.grant = Some(verified.token.grant);
                 metrics.count_auth_decision("allowed");
-                Ok(false)
+                self.admit(session, ctx).await
             }
             Err(denial) => {
                 ctx.auth = denial.metric_label();
                 metrics.count_auth_decision(ctx.auth);
                 let reply = denial.reply(self.gw.config.issuer.as_str());
+                if strict::has_body(session.req_header()) {
+                    // the body stays unread: do not let its bytes be taken for the next request
+                    session.set_keepalive(None);
+                }
                 self.reply(session, &reply).await
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if end_of_stream {
+            if let Some(conn) = &ctx.conn {
+                conn.0.body_complete();
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
@@ -200,6 +296,17 @@ impl ProxyHttp for Proxy {
             .route(ctx)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         let upstream = &self.gw.upstreams[route.upstream];
+        if ctx.fresh_retry {
+            if let Some(addr) = ctx.last_server() {
+                // A pooled connection to this server was dead before the request went out: the
+                // server is not at fault, so it is tried again, on a connection of its own (a
+                // group key no pooled connection has), and the attempt is not counted.
+                ctx.fresh_retry = false;
+                let mut peer = upstream.peer(addr);
+                peer.group_key = self.fresh_group.fetch_add(1, Ordering::Relaxed);
+                return Ok(Box::new(peer));
+            }
+        }
         let tried: Vec<SocketAddr> = ctx.tried().collect();
         let Some(addr) = upstream.select(&tried) else {
             self.gw
@@ -224,6 +331,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        strict::normalize_upstream(upstream_request, &self.own_host)?;
         upstream_request.remove_header(CLIENT_ID_HEADER);
         upstream_request.remove_header(SCOPE_HEADER);
         if let Some(route) = self.route(ctx) {
@@ -257,6 +365,56 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !strict::asks_upgrade(session.req_header()) {
+            let mut e = Error::explain(UNSOLICITED_UPGRADE, "the upstream switched protocols unasked");
+            e.as_up();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let retryable = client_reused
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.fresh_retries < MAX_FRESH_RETRIES;
+        if retryable {
+            e.retry.decide_reuse(true);
+        } else {
+            e.set_retry(false);
+        }
+        let retry = e.retry();
+        if let Some(route) = self.route(ctx) {
+            if *e.esource() == ErrorSource::Upstream {
+                let kind = if retry { "reused_connection" } else { failure_kind(e.etype()) };
+                self.gw
+                    .metrics
+                    .upstream_failures
+                    .with_label_values(&[self.gw.upstreams[route.upstream].name(), kind])
+                    .inc();
+            }
+        }
+        if retry {
+            ctx.fresh_retry = true;
+            ctx.fresh_retries += 1;
+        }
+        e
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -285,18 +443,25 @@ impl ProxyHttp for Proxy {
             .route(ctx)
             .map(|r| self.gw.upstreams[r.upstream].name().to_string())
             .unwrap_or_default();
+        let body_timed_out = ctx.conn.as_ref().is_some_and(|c| c.0.body_timed_out());
         let reply = match (e.esource(), e.etype()) {
+            (ErrorSource::Downstream, _) if body_timed_out => {
+                let deadline = ctx.conn.as_ref().map_or(0, |c| c.0.body_timeout().as_secs());
+                Some(Reply::error(
+                    408,
+                    "invalid_request",
+                    format!("the request body did not arrive within {deadline}s"),
+                ))
+            }
             (_, ErrorType::HTTPStatus(code)) => Some(Reply::error(*code, "error", "the request failed")),
             (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) {
-                    self.gw
-                        .metrics
-                        .upstream_failures
-                        .with_label_values(&[&upstream, "timeout"])
-                        .inc();
-                }
                 Some(Reply::error(504, "gateway_timeout", format!("upstream {upstream} did not answer in time")))
             }
+            (_, t) if *t == UNSOLICITED_UPGRADE => Some(Reply::error(
+                502,
+                "bad_gateway",
+                format!("upstream {upstream} switched protocols without being asked"),
+            )),
             (_, ErrorType::ConnectNoRoute) => Some(Reply::error(
                 502,
                 "bad_gateway",
@@ -326,6 +491,17 @@ impl ProxyHttp for Proxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        crate::redact::request_summary(req.method.as_str(), req.uri.path())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // The client's own failures (gone, too slow, garbage) are in the access log and metrics;
+        // logging each at error level would let any client fill the logs.
+        *error.esource() == ErrorSource::Downstream
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -374,21 +550,54 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Reply> 
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large());
+    if strict::expects_continue(session.req_header()) {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| Reply::error(400, "invalid_request", "the request body could not be read"))?;
+    }
+    let read = async {
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading a request body failed");
-                return Err(Reply::error(400, "invalid_request", "the request body could not be read"));
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    tracing::debug!(error = %crate::redact::text(&e.to_string()), "reading a request body failed");
+                    return Err(Reply::error(400, "invalid_request", "the request body could not be read"));
+                }
             }
         }
+    };
+    let result = match tokio::time::timeout(HOSTED_BODY_DEADLINE, read).await {
+        Ok(result) => result,
+        Err(_) => Err(Reply::error(
+            408,
+            "invalid_request",
+            format!("the request body did not arrive within {}s", HOSTED_BODY_DEADLINE.as_secs()),
+        )),
+    };
+    if result.is_err() {
+        // whatever is left of the body must not be read as the next request
+        session.set_keepalive(None);
+    }
+    result
+}
+
+/// The `kind` label of `oada_gateway_upstream_failures_total` for an error after connecting.
+fn failure_kind(etype: &ErrorType) -> &'static str {
+    match etype {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::ConnectionClosed => "closed",
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => "invalid_response",
+        t if *t == UNSOLICITED_UPGRADE => "invalid_response",
+        ErrorType::ReadError => "read_error",
+        ErrorType::WriteError => "write_error",
+        _ => "other",
     }
 }

@@ -1,4 +1,7 @@
-//! Turns the raw file format into the validated [`Config`], collecting every error.
+//! Turns the raw file format into the validated [`Config`], collecting every error. Each
+//! section with enough rules of its own has a file here.
+
+mod server;
 
 use super::duration::ConfigDuration;
 use super::env::{expand_tree, Environment};
@@ -168,6 +171,7 @@ impl Builder {
                 .error("token_endpoint.max_replay_entries", "must be at least 1000");
         }
         let server = self.server(&raw.server);
+        let limits = self.limits(&raw.limits);
 
         if self.diag.has_errors() {
             return Err(self.diag.finish());
@@ -194,6 +198,7 @@ impl Builder {
             registration,
             token_endpoint,
             server,
+            limits,
         })
     }
 
@@ -861,25 +866,6 @@ impl Builder {
                 .error("cache.negative_ttl", "must be at most 1h (e.g. 10s)");
         }
         c
-    }
-
-    fn server(&mut self, raw: &RawServer) -> ServerConfig {
-        let default_threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let s = ServerConfig {
-            threads: raw.threads.unwrap_or(default_threads),
-            work_stealing: raw.work_stealing.unwrap_or(true),
-            grace_period: secs(raw.grace_period, Duration::from_secs(30)),
-            graceful_shutdown_timeout: secs(raw.graceful_shutdown_timeout, Duration::from_secs(5)),
-            upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
-            access_log: raw.access_log.unwrap_or(true),
-        };
-        if s.threads == 0 || s.threads > 1024 {
-            self.diag
-                .error("server.threads", "must be between 1 and 1024");
-        }
-        s
     }
 }
 
