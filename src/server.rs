@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use crate::downstream::{ConnectionGuard, GuardedProxy};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::services::listening::Service;
 use crate::gateway::InFlight;
 use std::net::SocketAddr;
@@ -35,6 +37,9 @@ pub enum StartError {
 struct GracefulSignals {
     in_flight: Arc<InFlight>,
 }
+
+/// Bytes Pingora buffers of each client connection's reads.
+const CLIENT_READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// How long the in-flight count must stay at zero before the drain counts as done; covers a
 /// connection accepted just before the listener closed whose request is still being read.
@@ -121,20 +126,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let guard = Arc::new(ConnectionGuard::new(cfg.server.downstream.clone(), gateway.metrics.clone()));
     let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
     let mut proxy = Service::new("oada-gateway proxy".to_string(), GuardedProxy::new(http, guard));
-    let listen = cfg.listen.to_string();
-    match &cfg.tls {
-        Some(tls) => proxy
-            .add_tls(
-                &listen,
-                &tls.cert_file.to_string_lossy(),
-                &tls.key_file.to_string_lossy(),
-            )
+    // Pingora buffers 64 KiB of reads per connection by default; request heads are bounded far
+    // lower (server.max_request_header_bytes), and larger body reads bypass the buffer anyway.
+    let mut endpoint = ListenerConfig::tcp(cfg.listen.to_string())
+        .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER_BYTES));
+    if let Some(tls) = &cfg.tls {
+        let settings = TlsSettings::intermediate(&tls.cert_file.to_string_lossy(), &tls.key_file.to_string_lossy())
             .map_err(|e| StartError::Tls {
                 addr: cfg.listen,
                 reason: e.to_string(),
-            })?,
-        None => proxy.add_tcp(&listen),
+            })?;
+        endpoint = endpoint.tls(settings);
     }
+    proxy.add_listener(endpoint);
     let mut admin = Service::new("oada-gateway admin".to_string(), AdminApp::new(gateway.clone()));
     admin.add_tcp(&cfg.admin_listen.to_string());
     admin.threads = Some(1);

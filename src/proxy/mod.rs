@@ -40,8 +40,8 @@ pub const SCOPE_HEADER: &str = "X-OADA-Scope";
 /// How many servers one request may try (the first, and one retry on another server).
 const MAX_ATTEMPTS: usize = 2;
 
-/// A client must deliver a hosted endpoint's whole body within this time (a deadline, not an
-/// idle timer: a byte every few seconds does not keep it open).
+/// A client must deliver a hosted endpoint's whole body within this time, or the body timeout if
+/// shorter (a deadline, not an idle timer: a byte every few seconds does not keep it open).
 const HOSTED_BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Retries on a fresh connection after a pooled one turned out dead, per request.
@@ -137,7 +137,8 @@ impl Proxy {
     /// Reads the (bounded) body of a request to a hosted endpoint and lets the endpoint answer.
     async fn serve_hosted(&self, endpoint: Endpoint, session: &mut Session) -> Reply {
         let body = if endpoint.takes_body() {
-            match read_body(session, MAX_BODY_BYTES).await {
+            let deadline = HOSTED_BODY_DEADLINE.min(self.gw.config.server.downstream.body_timeout);
+            match read_body(session, MAX_BODY_BYTES, deadline).await {
                 Ok(body) => body,
                 Err(reply) => return reply,
             }
@@ -476,6 +477,9 @@ impl ProxyHttp for Proxy {
             (ErrorSource::Downstream, _) => Some(Reply::error(400, "invalid_request", "the request could not be read")),
             _ => Some(Reply::error(500, "server_error", "the gateway failed to handle the request")),
         };
+        // the connection is not reused after a failure: say so, so that clients do not send
+        // their next request into a closing socket
+        session.set_keepalive(None);
         let code = match reply {
             Some(reply) => {
                 if session.response_written().is_none() {
@@ -539,7 +543,7 @@ impl ProxyHttp for Proxy {
 }
 
 /// Reads a request body of at most `limit` bytes; larger bodies get 413 without being read whole.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Reply> {
+async fn read_body(session: &mut Session, limit: usize, deadline: Duration) -> Result<Bytes, Reply> {
     let too_large = || Reply::error(413, "invalid_request", format!("the request body exceeds {limit} bytes"));
     let declared = session
         .req_header()
@@ -574,12 +578,12 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Reply> 
             }
         }
     };
-    let result = match tokio::time::timeout(HOSTED_BODY_DEADLINE, read).await {
+    let result = match tokio::time::timeout(deadline, read).await {
         Ok(result) => result,
         Err(_) => Err(Reply::error(
             408,
             "invalid_request",
-            format!("the request body did not arrive within {}s", HOSTED_BODY_DEADLINE.as_secs()),
+            format!("the request body did not arrive within {}ms", deadline.as_millis()),
         )),
     };
     if result.is_err() {

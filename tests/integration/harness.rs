@@ -163,8 +163,17 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub struct GatewayBuilder {
     alg: Algorithm,
     body: String,
+    server: String,
     env: Vec<(String, String)>,
     files: Vec<(String, String)>,
+}
+
+/// The gateway binary under test: `OADA_GATEWAY_BIN` when set (to run this suite against another
+/// build, e.g. to show a finding on the release before its fix), else this crate's.
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("OADA_GATEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_oada-gateway")))
 }
 
 impl GatewayBuilder {
@@ -173,6 +182,7 @@ impl GatewayBuilder {
         GatewayBuilder {
             alg: Algorithm::ES256,
             body: body.to_string(),
+            server: String::new(),
             env: Vec::new(),
             files: Vec::new(),
         }
@@ -180,6 +190,16 @@ impl GatewayBuilder {
 
     pub fn alg(mut self, alg: Algorithm) -> Self {
         self.alg = alg;
+        self
+    }
+
+    /// Extra `server:` settings, one `key: value` per line.
+    pub fn server(mut self, lines: &str) -> Self {
+        for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+            self.server.push_str("  ");
+            self.server.push_str(line.trim());
+            self.server.push('\n');
+        }
         self
     }
 
@@ -206,13 +226,13 @@ impl GatewayBuilder {
         let issuer = format!("http://127.0.0.1:{port}");
         let alg = oada_gateway::keys::jwk::algorithm_name(self.alg);
         let config = format!(
-            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nissuer: {issuer}\nsigning_keys:\n  - kid: {KID}\n    alg: {alg}\n    private_key_file: keys/gw.pem\nserver:\n  threads: 2\n  grace_period: 5s\n  graceful_shutdown_timeout: 1s\n{}",
-            self.body
+            "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nissuer: {issuer}\nsigning_keys:\n  - kid: {KID}\n    alg: {alg}\n    private_key_file: keys/gw.pem\nserver:\n  threads: 2\n  grace_period: 5s\n  graceful_shutdown_timeout: 1s\n{}{}",
+            self.server, self.body
         );
         let config_path = write(dir.path(), "gateway.yaml", &config);
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_oada-gateway"))
+        let child = Command::new(gateway_bin())
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -265,6 +285,30 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Resident memory of the gateway process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// Open file descriptors of the gateway process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    /// `host:port` of the proxy listener.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
     }
 
     pub fn logs(&self) -> String {
@@ -437,6 +481,185 @@ impl StaticJson {
 }
 
 impl Drop for StaticJson {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `within`.
+pub async fn eventually_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A raw TCP connection to the gateway, for what HTTP clients would not send.
+pub struct RawConn {
+    pub stream: tokio::net::TcpStream,
+    /// Bytes read past the last response returned.
+    pending: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: &str) -> RawConn {
+        RawConn {
+            stream: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Connects from a chosen loopback source address (127.0.0.0/8 is all local on Linux), so that
+    /// tests can act as several clients.
+    pub async fn connect_from(addr: &str, source: &str) -> RawConn {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        RawConn {
+            stream: socket.connect(addr.parse().unwrap()).await.unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads until the peer closes or `within` passes; returns what arrived and whether the
+    /// connection was closed.
+    pub async fn read_until_closed(&mut self, within: Duration) -> (String, bool) {
+        use tokio::io::AsyncReadExt;
+        let mut out = std::mem::take(&mut self.pending);
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = [0u8; 8192];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+            }
+        }
+    }
+
+    /// Reads one HTTP/1.1 response with a Content-Length body (or none), within `within`.
+    pub async fn read_response(&mut self, within: Duration) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = [0u8; 8192];
+        loop {
+            let out = &mut self.pending;
+            if let Some(end) = find(out, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let status_line = head.lines().next().unwrap_or("").to_string();
+                // a 1xx head is a response of its own, without a body
+                let informational = status_line.split(' ').nth(1).is_some_and(|s| s.starts_with('1'));
+                let length = if informational {
+                    0
+                } else {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0)
+                };
+                if out.len() >= end + 4 + length {
+                    let response: Vec<u8> = out.drain(..end + 4 + length).collect();
+                    return Some(String::from_utf8_lossy(&response).into_owned());
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                    let rest = std::mem::take(&mut self.pending);
+                    return if rest.is_empty() { None } else { Some(String::from_utf8_lossy(&rest).into_owned()) };
+                }
+                Ok(Ok(n)) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The status code of a raw HTTP response (0 when there is none).
+pub fn status_of(response: &str) -> u16 {
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A misbehaving upstream speaking raw HTTP/1.1: for each request it receives (head and
+/// Content-Length body), `respond` returns the bytes to write and whether to close the connection
+/// afterwards: `None` keeps it, `Some(d)` closes it `d` later without reading anything more.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    pub async fn start<F>(respond: F) -> RawUpstream
+    where
+        F: Fn(&str) -> (Vec<u8>, Option<Duration>) + Send + Sync + 'static,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = requests.clone();
+        let respond = Arc::new(respond);
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let (seen, respond) = (seen.clone(), respond.clone());
+                connections.spawn(async move {
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        while let Some(end) = find(&pending, b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+                            let length = head
+                                .to_ascii_lowercase()
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                                .and_then(|v| v.parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if pending.len() < end + 4 + length {
+                                break;
+                            }
+                            pending.drain(..end + 4 + length);
+                            seen.lock().unwrap().push(head.clone());
+                            let (bytes, close) = respond(&head);
+                            if stream.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                            if let Some(after) = close {
+                                tokio::time::sleep(after).await;
+                                let _ = stream.shutdown().await;
+                                return;
+                            }
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, requests, task }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }

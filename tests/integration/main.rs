@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway binary in front of a real upstream, over real sockets.
 
+mod attacks;
 mod config_check;
 mod harness;
 mod interop;
