@@ -8,6 +8,8 @@
 //! never holds bearer tokens, and the key is secret, so nobody can aim a collision at an entry.
 
 use super::bearer::MAX_TOKEN_LEN;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use crate::keys::KeyRing;
 use crate::scope::ScopeSet;
 use crate::store::{Store, StoreError};
@@ -52,6 +54,7 @@ pub enum TokenRejection {
     WrongAlgorithm,
     BadSignature,
     WrongType,
+    CriticalHeader,
     WrongIssuer,
     WrongAudience,
     MissingClaim,
@@ -70,6 +73,7 @@ impl TokenRejection {
             TokenRejection::WrongAlgorithm => "the access token's algorithm is not the one of its key",
             TokenRejection::BadSignature => "the access token's signature is invalid",
             TokenRejection::WrongType => "the token is not an access token (typ must be at+jwt)",
+            TokenRejection::CriticalHeader => "the access token has critical header parameters (crit) this gateway does not understand",
             TokenRejection::WrongIssuer => "the access token was issued by another issuer",
             TokenRejection::WrongAudience => "the access token is for another audience",
             TokenRejection::MissingClaim => "the access token lacks a required claim",
@@ -84,7 +88,10 @@ impl TokenRejection {
     fn worth_caching(self) -> bool {
         !matches!(
             self,
-            TokenRejection::Malformed | TokenRejection::UnknownKey | TokenRejection::WrongAlgorithm
+            TokenRejection::Malformed
+                | TokenRejection::UnknownKey
+                | TokenRejection::WrongAlgorithm
+                | TokenRejection::CriticalHeader
         )
     }
 }
@@ -287,6 +294,17 @@ impl TokenVerifier {
     /// (`iss`, `aud`, `exp`/`nbf` with leeway), then deserializes the claims as `T`.
     fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        // `crit` names extensions the verifier must understand; it understands none (RFC 7515
+        // §4.1.11). Duplicate header members are refused while looking.
+        let header_json = token
+            .split('.')
+            .next()
+            .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+            .and_then(|bytes| crate::json::from_slice(&bytes).ok())
+            .ok_or(TokenRejection::Malformed)?;
+        if header_json.get("crit").is_some() {
+            return Err(TokenRejection::CriticalHeader);
+        }
         let kid = header.kid.as_deref().ok_or(TokenRejection::UnknownKey)?;
         let index = self
             .keys
@@ -515,6 +533,13 @@ mod tests {
         let unsigned = format!("{none_header}.{body}.");
         assert_eq!(rejection(v.verify(&unsigned, now).await), TokenRejection::Malformed);
         assert_eq!(rejection(v.verify("garbage", now).await), TokenRejection::Malformed);
+        // a correctly signed token with a critical extension the gateway does not understand
+        let mut crit = jsonwebtoken::Header::new(keys.signer().alg);
+        crit.kid = Some(keys.signer().kid.clone());
+        crit.typ = Some("at+jwt".into());
+        crit.crit = Some(vec!["exp".into()]);
+        let critical = jsonwebtoken::encode(&crit, &claims(now), &keys.signer().encoding).unwrap();
+        assert_eq!(rejection(v.verify(&critical, now).await), TokenRejection::CriticalHeader);
     }
 
     #[tokio::test]

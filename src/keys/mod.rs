@@ -45,6 +45,9 @@ pub struct SigningKey {
     pub encoding: EncodingKey,
     pub decoding: DecodingKey,
     pub public: PublicJwk,
+    /// Derived from the private key: the MAC key of the partner `client_id`s this key issues
+    /// (every replica loading the same key derives the same one).
+    pub id_mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -90,6 +93,7 @@ impl SigningKey {
             encoding,
             decoding,
             public,
+            id_mac_key: blake3::derive_key("oada-gateway 2026-11 partner client_id MAC", pem),
         })
     }
 }

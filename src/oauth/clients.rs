@@ -1,7 +1,9 @@
 //! Who a `client_id` is: a partner configured in `gateway.yaml` (by its fixed id, or by a
-//! temporary id from `/register` bound to its stored document), or a client registered with a
-//! software statement. Every endpoint resolves clients here, the same way.
+//! temporary id from `/register` that carries its binding, see [`super::partner_id`]), or a client
+//! registered with a software statement (kept in the store). Every endpoint resolves clients
+//! here, the same way.
 
+use super::partner_id::{self, partner_hash, PartnerIds};
 use crate::config::{ClientKeys, ClientSecret, Config};
 use crate::keys::remote::{FetchError, KeyFetcher};
 use crate::keys::{PublicJwk, PublicJwkSet};
@@ -49,22 +51,11 @@ pub struct ClientRegistry {
     configured: Vec<Arc<ClientProfile>>,
     names: HashMap<String, usize>,
     static_ids: HashMap<String, usize>,
+    /// Configured partners by the hash their registered ids carry.
+    by_hash: HashMap<[u8; 8], usize>,
+    partner_ids: PartnerIds,
     store: Arc<dyn Store>,
     fetcher: Arc<KeyFetcher>,
-}
-
-/// The scopes of `registered` that `allowed` covers.
-fn narrow(allowed: &ScopeSet, registered: &ScopeSet) -> ScopeSet {
-    ScopeSet::from_iter_str(
-        registered
-            .iter()
-            .filter(|s| allowed.iter().any(|a| a.covers(s)))
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    )
-    .unwrap_or_default()
 }
 
 impl ClientRegistry {
@@ -72,7 +63,9 @@ impl ClientRegistry {
         let mut configured = Vec::new();
         let mut names = HashMap::new();
         let mut static_ids = HashMap::new();
+        let mut by_hash = HashMap::new();
         for (i, c) in config.clients.iter().enumerate() {
+            by_hash.insert(partner_hash(&c.name), i);
             let keys = c.document.as_ref().map(|d| match &d.keys {
                 ClientKeys::Jwks(set) => KeySource::Inline(Arc::new(set.clone())),
                 ClientKeys::JwksUri(uri) => KeySource::Uri(uri.clone()),
@@ -94,9 +87,43 @@ impl ClientRegistry {
             configured,
             names,
             static_ids,
+            by_hash,
+            partner_ids: PartnerIds::new(&config.keys),
             store,
             fetcher,
         }
+    }
+
+    /// Issues and opens the ids of registered partners.
+    pub fn partner_ids(&self) -> &PartnerIds {
+        &self.partner_ids
+    }
+
+    /// A registered partner id: its partner must still be configured, the id unexpired and its
+    /// scopes still decodable; the config's scopes bound what it gets.
+    fn partner(&self, client_id: &str) -> Option<Client> {
+        let id = self.partner_ids.open(client_id)?;
+        if id.expires_at <= crate::ids::unix_now() {
+            return None;
+        }
+        let base = &self.configured[*self.by_hash.get(&id.partner)?];
+        let scopes = id.scopes(&base.scopes)?;
+        let profile = if scopes == base.scopes {
+            base.clone()
+        } else {
+            Arc::new(ClientProfile {
+                label: base.label.clone(),
+                principal: base.principal.clone(),
+                scopes,
+                keys: base.keys.clone(),
+                secret: None,
+                introspection: base.introspection,
+            })
+        };
+        Some(Client {
+            client_id: client_id.to_string(),
+            profile,
+        })
     }
 
     /// The profile of the configured client named `name`.
@@ -112,31 +139,14 @@ impl ClientRegistry {
                 profile: self.configured[*i].clone(),
             }));
         }
+        if client_id.starts_with(partner_id::PREFIX) {
+            return Ok(self.partner(client_id));
+        }
         let Some(registration) = self.store.registration(client_id).await? else {
             return Ok(None);
         };
         let registered = ScopeSet::parse(&registration.scope).unwrap_or_default();
         let profile = match registration.binding {
-            // Bound to the stored document by name: if the partner was removed from the config,
-            // its registrations stop working, and the config's scopes still bound what it gets.
-            ClientBinding::Configured { name } => {
-                let Some(base) = self.configured(&name) else {
-                    return Ok(None);
-                };
-                let narrowed = narrow(&base.scopes, &registered);
-                if narrowed == base.scopes {
-                    base
-                } else {
-                    Arc::new(ClientProfile {
-                        label: base.label.clone(),
-                        principal: base.principal.clone(),
-                        scopes: narrowed,
-                        keys: base.keys.clone(),
-                        secret: None,
-                        introspection: base.introspection,
-                    })
-                }
-            }
             ClientBinding::SoftwareStatement {
                 software_id: _,
                 trusted,

@@ -2,13 +2,15 @@
 
 use super::error::OAuthError;
 use http::HeaderMap;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// Parameters of a form body. Empty values count as omitted; repeated parameters are refused.
 #[derive(Debug, Default)]
 pub struct Form {
-    params: Vec<(String, String)>,
+    params: HashMap<String, String>,
 }
 
 /// Does the request's `Content-Type` (ignoring parameters such as charset) equal `expected`?
@@ -30,26 +32,29 @@ impl Form {
         if std::str::from_utf8(body).is_err() {
             return Err(OAuthError::invalid_request("the request body is not UTF-8"));
         }
-        let mut params: Vec<(String, String)> = Vec::new();
+        // one hash lookup per parameter: a body of thousands of distinct names costs linear time
+        let mut params: HashMap<String, String> = HashMap::new();
         for (name, value) in url::form_urlencoded::parse(body) {
             if value.is_empty() {
                 continue;
             }
-            if params.iter().any(|(n, _)| *n == name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter `{name}` is repeated (RFC 6749 §3.2)"
-                )));
+            match params.entry(name.into_owned()) {
+                Entry::Occupied(e) => {
+                    return Err(OAuthError::invalid_request(format!(
+                        "parameter `{}` is repeated (RFC 6749 §3.2)",
+                        e.key()
+                    )));
+                }
+                Entry::Vacant(e) => {
+                    e.insert(value.into_owned());
+                }
             }
-            params.push((name.into_owned(), value.into_owned()));
         }
         Ok(Form { params })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.params.get(name).map(String::as_str)
     }
 
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
@@ -83,5 +88,14 @@ mod tests {
         assert!(Form::parse(&headers("application/json"), b"{}").is_err());
         assert!(Form::parse(&HeaderMap::new(), b"a=b").is_err());
         assert!(Form::parse(&headers(FORM_CONTENT_TYPE), b"scope=a&scope=b").is_err());
+    }
+
+    #[test]
+    fn many_distinct_names_parse_and_a_late_repeat_is_found() {
+        let mut body: String = (0..11_000).map(|i| format!("p{i}=v&")).collect();
+        let form = Form::parse(&headers(FORM_CONTENT_TYPE), body.as_bytes()).unwrap();
+        assert_eq!(form.get("p10999"), Some("v"));
+        body.push_str("p5=again");
+        assert!(Form::parse(&headers(FORM_CONTENT_TYPE), body.as_bytes()).is_err());
     }
 }

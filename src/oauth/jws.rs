@@ -40,7 +40,8 @@ pub struct Jws<'a> {
 
 fn decode_object(part: &str) -> Result<Map<String, Value>, JwsError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Malformed)?;
-    match serde_json::from_slice(&bytes) {
+    // duplicate member names are refused (RFC 7515 §4, RFC 7519 §4)
+    match crate::json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(JwsError::Malformed),
     }

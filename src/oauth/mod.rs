@@ -13,6 +13,7 @@ pub mod grants;
 pub mod introspect;
 pub mod jwks;
 pub mod jws;
+pub mod partner_id;
 pub mod paths;
 pub mod register;
 pub mod revoke;
@@ -124,7 +125,7 @@ impl AuthorizationServer {
             leeway: config.leeway.as_secs(),
             max_lifetime: config.token_endpoint.max_assertion_lifetime.as_secs(),
         };
-        let authn = Arc::new(ClientAuthenticator::new(registry, store.clone(), policy));
+        let authn = Arc::new(ClientAuthenticator::new(registry.clone(), store.clone(), policy));
         let statements = config.software_statements.clone().map(|policy| {
             software_statement::StatementVerifier::new(policy, fetcher.clone(), config.leeway.as_secs())
         });
@@ -133,7 +134,7 @@ impl AuthorizationServer {
             endpoints,
             discovery: discovery::Documents::new(&config),
             keys: config.keys.clone(),
-            registrar: register::Registrar::new(config.clone(), statements, store, metrics.clone()),
+            registrar: register::Registrar::new(config.clone(), statements, registry.clone(), store, metrics.clone()),
             token: token::TokenEndpoint::new(authn.clone(), issuer_of_tokens, metrics.clone(), realm.clone()),
             introspection: introspect::Introspection::new(authn.clone(), verifier.clone(), realm.clone()),
             revocation: revoke::Revocation::new(authn, verifier, metrics.clone(), realm),

@@ -4,14 +4,17 @@
 //! The id is bound to what the API owner already trusts, never to what the body merely claims:
 //! - a document whose keys all belong to a pre-agreed partner's stored document (RFC 7638
 //!   thumbprints, or the same `jwks_uri`) binds to that partner: its stored keys, its configured
-//!   scopes;
+//!   scopes. The id carries that binding under a MAC ([`super::partner_id`]); nothing is stored,
+//!   so a flood of registrations of a (public) partner document cannot displace anything;
 //! - a `software_statement` signed by a trusted key binds to the statement's signed claims (its
-//!   keys included) and the configured statement scopes;
+//!   keys included) and the configured statement scopes; kept in the store, which refuses (503)
+//!   rather than evicts when full;
 //! - anything else is refused.
 
 use super::discovery::{GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER};
 use super::error::RegistrationError;
 use super::form::content_type_is;
+use super::clients::ClientRegistry;
 use super::software_statement::StatementVerifier;
 use super::HostedRequest;
 use crate::config::{build::parse_client_keys, ClientKeys, Config, ConfiguredClient};
@@ -19,7 +22,7 @@ use crate::ids::random_id;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
 use crate::scope::ScopeSet;
-use crate::store::{ClientBinding, Registration, Store};
+use crate::store::{ClientBinding, Registration, Store, StoreError};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,25 +49,41 @@ const ECHOED_MEMBERS: &[&str] = &[
 pub struct Registrar {
     config: Arc<Config>,
     statements: Option<StatementVerifier>,
+    registry: Arc<ClientRegistry>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     lifetime: Duration,
 }
 
+/// Who the new `client_id` stands for.
+enum Binding {
+    /// A configured partner: a self-contained id, nothing stored.
+    Partner { name: String },
+    /// A software-statement client: stored.
+    Stored(ClientBinding),
+}
+
 /// What a registration was matched to.
 struct Decision {
-    binding: ClientBinding,
+    binding: Binding,
     /// Metadata of the trusted source (stored document, or statement over body).
     metadata: Map<String, Value>,
     allowed: ScopeSet,
 }
 
 impl Registrar {
-    pub fn new(config: Arc<Config>, statements: Option<StatementVerifier>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        statements: Option<StatementVerifier>,
+        registry: Arc<ClientRegistry>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let lifetime = config.registration.lifetime;
         Registrar {
             config,
             statements,
+            registry,
             store,
             metrics,
             lifetime,
@@ -92,9 +111,10 @@ impl Registrar {
         if !content_type_is(request.headers, "application/json") {
             return Err(RegistrationError::metadata("the registration must be a JSON document (Content-Type: application/json)"));
         }
-        let body: Map<String, Value> = match serde_json::from_slice(&request.body) {
+        let body: Map<String, Value> = match crate::json::from_slice(&request.body) {
             Ok(Value::Object(map)) => map,
-            _ => return Err(RegistrationError::metadata("the registration body is not a JSON object")),
+            Ok(_) => return Err(RegistrationError::metadata("the registration body is not a JSON object")),
+            Err(e) => return Err(RegistrationError::metadata(format!("the registration body is not valid JSON: {e}"))),
         };
         let decision = match body.get("software_statement") {
             Some(Value::String(statement)) => self.by_statement(statement, &body, request.now).await?,
@@ -103,26 +123,42 @@ impl Registrar {
         };
         let metadata = self.registered_metadata(&body, decision.metadata, &decision.allowed)?;
         let now = request.now;
-        let registration = Registration {
-            client_id: random_id(16),
-            issued_at: now,
-            expires_at: now + self.lifetime.as_secs(),
-            binding: decision.binding,
-            scope: metadata.get("scope").and_then(Value::as_str).unwrap_or_default().to_string(),
-            metadata: Value::Object(metadata),
+        let expires_at = now + self.lifetime.as_secs();
+        let scope = metadata.get("scope").and_then(Value::as_str).unwrap_or_default().to_string();
+        let (client_id, label) = match decision.binding {
+            Binding::Partner { name } => {
+                let registered = ScopeSet::parse(&scope).unwrap_or_default();
+                let id = self
+                    .registry
+                    .partner_ids()
+                    .issue(&name, &decision.allowed, &registered, now, expires_at);
+                (id, format!("configured:{name}"))
+            }
+            Binding::Stored(binding) => {
+                let label = binding_label(&binding);
+                let registration = Registration {
+                    client_id: random_id(16),
+                    issued_at: now,
+                    expires_at,
+                    binding,
+                    scope,
+                    metadata: Value::Object(metadata.clone()),
+                };
+                self.store.put_registration(&registration).await.map_err(|e| {
+                    let why = match e {
+                        StoreError::Full(_) => "too many registrations are live; retry later".to_string(),
+                        other => other.to_string(),
+                    };
+                    RegistrationError::new(super::error::RegistrationErrorCode::TemporarilyUnavailable, why)
+                })?;
+                (registration.client_id, label)
+            }
         };
-        self.store.put_registration(&registration).await.map_err(|e| {
-            RegistrationError::new(super::error::RegistrationErrorCode::TemporarilyUnavailable, e.to_string())
-        })?;
-        let mut response = registration.metadata.as_object().cloned().unwrap_or_default();
-        response.insert("client_id".into(), json!(registration.client_id));
-        response.insert("client_id_issued_at".into(), json!(registration.issued_at));
-        response.insert("client_id_expires_at".into(), json!(registration.expires_at));
-        tracing::info!(
-            client_id = %registration.client_id,
-            binding = ?binding_label(&registration.binding),
-            "client registered"
-        );
+        let mut response = metadata;
+        response.insert("client_id".into(), json!(client_id));
+        response.insert("client_id_issued_at".into(), json!(now));
+        response.insert("client_id_expires_at".into(), json!(expires_at));
+        tracing::info!(binding = %label, "client registered");
         Ok(Reply::json(201, &Value::Object(response)).no_store())
     }
 
@@ -148,7 +184,7 @@ impl Registrar {
         })?;
         let document = client.document.as_ref().expect("matched clients have a document");
         Ok(Decision {
-            binding: ClientBinding::Configured {
+            binding: Binding::Partner {
                 name: client.name.clone(),
             },
             metadata: document.metadata.clone(),
@@ -185,12 +221,12 @@ impl Registrar {
         };
         metadata.insert("software_statement".into(), json!(statement));
         Ok(Decision {
-            binding: ClientBinding::SoftwareStatement {
+            binding: Binding::Stored(ClientBinding::SoftwareStatement {
                 software_id: verified.claims.get("software_id").and_then(Value::as_str).map(str::to_string),
                 trusted: verified.trusted,
                 jwks,
                 jwks_uri,
-            },
+            }),
             metadata,
             allowed,
         })
@@ -263,7 +299,6 @@ impl Registrar {
 
 fn binding_label(binding: &ClientBinding) -> String {
     match binding {
-        ClientBinding::Configured { name } => format!("configured:{name}"),
         ClientBinding::SoftwareStatement { trusted: true, .. } => "software_statement".into(),
         ClientBinding::SoftwareStatement { trusted: false, .. } => "untrusted_software_statement".into(),
     }

@@ -1,5 +1,7 @@
-//! State the gateway keeps between requests, behind one narrow interface: client registrations,
-//! used client-assertion `jti`s (replay protection) and revoked access tokens.
+//! State the gateway keeps between requests, behind one narrow interface: client registrations
+//! made with software statements (pre-agreed partners' registrations carry their own binding and
+//! store nothing, see [`crate::oauth::partner_id`]), used client-assertion `jti`s (replay
+//! protection) and revoked access tokens.
 //!
 //! [`memory::MemoryStore`] is the default. Nothing outside this module knows which backend runs.
 
@@ -9,13 +11,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What a registered `client_id` is bound to.
+/// What a stored `client_id` is bound to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClientBinding {
-    /// A partner configured in `gateway.yaml`: its keys come from the stored registration document
-    /// and its scopes from the config, never from what was posted.
-    Configured { name: String },
     /// A client registered with a software statement: keys and scopes fixed at registration from
     /// the statement's signed claims and the configured policy.
     SoftwareStatement {
@@ -50,7 +49,8 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Saves a registration until its `expires_at`.
+    /// Saves a registration until its `expires_at`; [`StoreError::Full`] rather than dropping
+    /// another live registration.
     async fn put_registration(&self, registration: &Registration) -> Result<(), StoreError>;
 
     /// A live registration, if any.

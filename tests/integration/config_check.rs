@@ -114,6 +114,26 @@ fn every_error_is_reported_at_once() {
 }
 
 #[test]
+fn parse_errors_in_different_sections_and_validation_errors_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = base(dir.path())
+        // three file-format errors (serde stops at the first of one value), in three sections
+        .replace("token_lifetime: 1h", "token_lifetime: 5 parsecs
+cahce: {}")
+        .replace("    methods: [GET]", "    method: [GET]")
+        // and two validation errors elsewhere
+        .replace("listen: 127.0.0.1:18080", "listen: nonsense")
+        .replace("issuer: http://127.0.0.1:18080", "issuer: ${NOPE}");
+    let out = check(dir.path(), &yaml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    for text in ["token_lifetime", "cahce", "routes[0]", "unknown field `method`", "listen", "NOPE is not set"] {
+        assert!(stderr.contains(text), "`{text}` missing from\n{stderr}");
+    }
+    assert!(stderr.contains("5 errors"), "{stderr}");
+}
+
+#[test]
 fn registration_document_with_private_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let good = base(dir.path());

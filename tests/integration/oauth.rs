@@ -60,6 +60,15 @@ pub async fn world() -> World {
 
 /// The world with moisturemapper's key of type `alg`.
 pub async fn world_with(alg: Algorithm) -> World {
+    world_full(alg, "").await
+}
+
+/// The world with more configuration (top-level keys) appended.
+pub async fn world_configured(extra: &str) -> World {
+    world_full(Algorithm::RS256, extra).await
+}
+
+async fn world_full(alg: Algorithm, extra: &str) -> World {
     let upstream = Upstream::start().await;
     let partner = PartnerFixture::new(alg, "mm-2026", "moisturemapper");
     let signer_pem = generate::private_key_pem(Algorithm::RS256).unwrap();
@@ -102,6 +111,7 @@ routes:
         hash = argon2_hash(AUDITOR_SECRET),
         up = upstream.addr
     );
+    let body = format!("{body}{extra}");
     let gw = GatewayBuilder::new(&body)
         .file("clients/mm.json", &partner.doc.to_string())
         .file("trust/signers.json", &json!({"keys": [signer_jwk]}).to_string())
@@ -220,7 +230,9 @@ async fn register_token_and_proxied_request() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     let reg: Value = r.json().await.unwrap();
     let client_id = reg["client_id"].as_str().unwrap();
-    assert!(URL_SAFE_NO_PAD.decode(client_id).unwrap().len() >= 16, "client_id carries at least 128 random bits");
+    // a partner's client_id carries its binding under a MAC, and 64 random bits
+    let encoded = client_id.strip_prefix("p1.").expect("a partner client_id");
+    assert!(URL_SAFE_NO_PAD.decode(encoded).unwrap().len() >= 50, "{client_id}");
     let issued = reg["client_id_issued_at"].as_u64().unwrap();
     assert!(reg["client_id_expires_at"].as_u64().unwrap() > issued);
     assert_eq!(reg["client_name"], "moisturemapper");

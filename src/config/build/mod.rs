@@ -1,6 +1,7 @@
 //! Turns the raw file format into the validated [`Config`], collecting every error. Each
 //! section with enough rules of its own has a file here.
 
+mod sections;
 mod server;
 
 use super::duration::ConfigDuration;
@@ -33,25 +34,41 @@ pub(super) fn build(text: &str, path: &Path, environment: &dyn Environment) -> R
     if tree.is_null() {
         return Err(single(String::new(), "the file is empty".into()));
     }
-    let expansion_errors = expand_tree(&mut tree, environment);
-    if !expansion_errors.is_empty() {
-        return Err(ConfigErrors(
-            expansion_errors
-                .into_iter()
-                .map(|(key, message)| ConfigError {
-                    file: path.to_path_buf(),
-                    key,
-                    message,
+    // Every problem is reported at once: variables, then each section (and each list item) on
+    // its own, then the validation of everything that parsed.
+    let mut early = expand_tree(&mut tree, environment);
+    let mut failed: Vec<String> = early.iter().map(|(k, _)| k.clone()).collect();
+    let raw = sections::parse(tree, &mut early, &mut failed);
+    let mut errors: Vec<ConfigError> = early
+        .into_iter()
+        .map(|(key, message)| ConfigError {
+            file: path.to_path_buf(),
+            key,
+            message,
+        })
+        .collect();
+    let Some(raw) = raw else {
+        return Err(ConfigErrors(errors));
+    };
+    match Builder::new(path).build(raw) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(validation) => {
+            // a section that did not parse was validated with its defaults: skip what that says
+            // (and what routes say of upstreams that did not parse)
+            if failed.iter().any(|f| f.starts_with("upstreams")) {
+                failed.push("routes".into());
+            }
+            let under_failed = |key: &str| {
+                failed.iter().any(|f| {
+                    let section = f.split(['.', '[']).next().unwrap_or(f);
+                    key == section || key.starts_with(&format!("{section}.")) || key.starts_with(&format!("{section}["))
                 })
-                .collect(),
-        ));
+            };
+            errors.extend(validation.0.into_iter().filter(|e| !under_failed(&e.key)));
+            Err(ConfigErrors(errors))
+        }
     }
-    let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        single(key, e.into_inner().to_string())
-    })?;
-    Builder::new(path).build(raw)
 }
 
 struct Builder {

@@ -2,5 +2,6 @@
 //! gateway, each case bounded in time so that CI runs them all.
 
 mod connections;
+mod registration;
 mod strict_http;
 mod upstream_faults;
