@@ -101,10 +101,37 @@ fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Raises the open-file limit to the hard limit (as nginx's worker_rlimit_nofile does) and warns
+/// when it cannot hold `max_connections` client connections with an upstream connection each.
+fn raise_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let needed = (max_connections as u64).saturating_mul(2).saturating_add(256);
+    if (limit.rlim_cur as u64) < needed {
+        tracing::warn!(
+            open_files = limit.rlim_cur as u64,
+            needed,
+            "the open-file limit is below 2 x server.max_connections + 256; raise `ulimit -n` or lower server.max_connections"
+        );
+    }
+}
+
 /// Runs the gateway; returns once it has shut down.
 pub fn run(config: Config) -> Result<(), StartError> {
     probe_bind("listen", config.listen)?;
     probe_bind("admin_listen", config.admin_listen)?;
+    raise_file_limit(config.server.downstream.max_connections);
     let store = Arc::new(MemoryStore::new(
         config.registration.max_entries,
         config.token_endpoint.max_replay_entries,

@@ -230,6 +230,9 @@ cache:
 server:
   threads: {threads}
   access_log: false
+  keepalive_requests: 1000000    # as the nginx targets: no reconnects in the middle of a run
+limits:
+  token: {{rate: unlimited}}      # one load generator on one address
 """)
 
 

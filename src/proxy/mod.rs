@@ -8,7 +8,7 @@
 //! fail_to_connect: count failures, decide retries; fail_to_proxy: 4xx/5xx JSON; logging: metrics
 //! and the access log.
 
-mod path;
+pub mod path;
 pub mod respond;
 pub mod strict;
 
