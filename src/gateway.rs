@@ -66,6 +66,7 @@ impl Gateway {
                 max_entries: config.cache.max_entries,
                 negative_ttl: config.cache.negative_ttl,
                 negative_max_entries: config.cache.negative_max_entries,
+                token_lifetime: config.token_lifetime,
             },
             store.clone(),
         ));

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub downstream_connections: prometheus::IntGauge,
     pub downstream_closes: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub authorizations: IntCounterVec,
+    pub client_discovery_fetches: IntCounterVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -247,6 +249,17 @@ impl Metrics {
              too_many_connections_per_address, header_too_large, header_timeout, body_timeout, idle_timeout).",
             &["reason"],
         );
+        let authorizations = counter_vec(
+            "oada_gateway_authorizations_total",
+            "Steps of the user-delegated flow, by result (approved, denied, remembered, login_failed, login_throttled, \
+             logged_in, invalid_request, untrusted_client, unknown_client, bad_redirect_uri, csrf_failed, ...).",
+            &["result"],
+        );
+        let client_discovery_fetches = counter_vec(
+            "oada_gateway_client_discovery_fetches_total",
+            "Fetches of OADA client discovery documents, by result (ok, not_found, invalid, error).",
+            &["result"],
+        );
         let rate_limited = counter_vec(
             "oada_gateway_rate_limited_total",
             "Requests refused with 429 by a rate limit, by partner (or - for per-address limits) and rule.",
@@ -275,6 +288,8 @@ impl Metrics {
             downstream_connections,
             downstream_closes,
             rate_limited,
+            authorizations,
+            client_discovery_fetches,
         }
     }
 

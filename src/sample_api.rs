@@ -1,6 +1,8 @@
 //! A small sample weather-station API (grounddata's existing API in the use case), served by
 //! `oada-gateway sample-api` and used by the demo. Stations and observations as JSON; it trusts
-//! the gateway's `X-OADA-Client-Id` header for attribution and echoes nothing secret.
+//! the gateway's `X-OADA-Client-Id` header for attribution and, when the gateway forwards a
+//! person's request (`X-OADA-User-Id`), answers with that person's stations only. It echoes
+//! nothing secret.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,13 +23,24 @@ struct Station {
     name: &'static str,
     lat: f64,
     lon: f64,
+    /// The farmer who owns it (the `sub` of their tokens).
+    owner: &'static str,
 }
 
 const STATIONS: &[Station] = &[
-    Station { id: "ames-1", name: "Ames North", lat: 42.06, lon: -93.62 },
-    Station { id: "lafayette-2", name: "West Lafayette Farm", lat: 40.47, lon: -86.99 },
-    Station { id: "champaign-3", name: "Champaign South", lat: 40.08, lon: -88.24 },
+    Station { id: "ames-1", name: "Ames North", lat: 42.06, lon: -93.62, owner: "frank" },
+    Station { id: "lafayette-2", name: "West Lafayette Farm", lat: 40.47, lon: -86.99, owner: "frank" },
+    Station { id: "champaign-3", name: "Champaign South", lat: 40.08, lon: -88.24, owner: "grace" },
 ];
+
+/// The stations a request may see: a person's own, or (a partner's request) all of them.
+fn visible(user: Option<&str>) -> impl Iterator<Item = &'static Station> + '_ {
+    STATIONS.iter().filter(move |s| user.is_none_or(|u| s.owner == u))
+}
+
+fn station_json(s: &Station) -> Value {
+    json!({"id": s.id, "name": s.name, "lat": s.lat, "lon": s.lon, "owner": s.owner})
+}
 
 /// Deterministic readings for a station and hour, so responses are stable within an hour.
 fn observation(station: &Station, hour: u64) -> Value {
@@ -62,31 +75,35 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         .get("x-oada-client-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let user = req
+        .headers()
+        .get("x-oada-user-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let user = user.as_deref();
     let hour = crate::ids::unix_now() / 3600;
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let response = match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["health"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::GET, ["stations"]) => json_response(
             StatusCode::OK,
-            &json!({"stations": STATIONS.iter().map(|s| json!({"id": s.id, "name": s.name, "lat": s.lat, "lon": s.lon})).collect::<Vec<_>>()}),
+            &json!({"stations": visible(user).map(station_json).collect::<Vec<_>>(), "owner": user}),
         ),
-        (Method::GET, ["stations", id]) => match STATIONS.iter().find(|s| s.id == *id) {
-            Some(s) => json_response(StatusCode::OK, &json!({"id": s.id, "name": s.name, "lat": s.lat, "lon": s.lon})),
+        (Method::GET, ["stations", id]) => match visible(user).find(|s| s.id == *id) {
+            Some(s) => json_response(StatusCode::OK, &station_json(s)),
             None => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found", "error_description": "no such station"})),
         },
         (Method::GET, ["observations"]) => {
-            let observations: Vec<Value> = STATIONS
-                .iter()
+            let observations: Vec<Value> = visible(user)
                 .flat_map(|s| (0..3).map(move |h| observation(s, hour - h)))
                 .collect();
             json_response(
                 StatusCode::OK,
-                &json!({"observations": observations, "requested_by": client}),
+                &json!({"observations": observations, "requested_by": client, "on_behalf_of": user}),
             )
         }
         (Method::GET, ["observations", id]) => {
-            let found = STATIONS
-                .iter()
+            let found = visible(user)
                 .flat_map(|s| (0..24).map(move |h| observation(s, hour - h)))
                 .find(|o| o["id"] == *id);
             match found {

@@ -2,8 +2,10 @@
 //!
 //! A token is verified once: signature (with the algorithm of the key its `kid` names, never the
 //! header's choice), `typ`, `iss`, `aud`, `exp`/`nbf`/`iat` with leeway, required claims, and the
-//! revocation list. The result is cached in moka until the token expires, so a repeated token
-//! costs a hash and a lookup. Tokens that failed after costing a signature check are cached
+//! in-memory revocation list (by `jti`, and by grant for tokens issued from a code or refresh
+//! token). The result is cached in moka until the token expires, so a repeated token costs a hash,
+//! a lookup and a comparison of the revocation list's epoch; only after a revocation is a cached
+//! token checked against the list again. Tokens that failed after costing a signature check are cached
 //! negatively for a short time. An entry is keyed by a keyed BLAKE3 hash of the token: the cache
 //! never holds bearer tokens, and the key is secret, so nobody can aim a collision at an entry.
 
@@ -12,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use crate::keys::KeyRing;
 use crate::scope::ScopeSet;
-use crate::store::{Store, StoreError};
+use crate::store::{RevocationList, Revoked, Store, StoreError};
 use crate::token::{AccessTokenClaims, ACCESS_TOKEN_TYP};
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
@@ -21,20 +23,22 @@ use moka::sync::Cache;
 use moka::Expiry;
 use serde::Deserialize;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What a verified token grants; shared by every token with the same client and scope, so a
-/// million cached tokens of a few clients hold a few grants.
+/// What a verified token grants; shared by every token with the same client, person and scope,
+/// so a million cached tokens of a few clients hold a few grants.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
     pub client_id: Box<str>,
+    /// The person the token is for (its `sub`); `None` for a client's own token.
+    pub user_id: Option<Box<str>>,
     pub scopes: ScopeSet,
-    /// `client_id` and the scope claim as issued, as ready-made header values for
-    /// `X-OADA-Client-Id` and `X-OADA-Scope`: forwarding them upstream is then a reference-count
-    /// increment, not a copy and re-validation per request.
+    /// `client_id`, the person and the scope claim as issued, as ready-made header values for
+    /// `X-OADA-Client-Id`, `X-OADA-User-Id` and `X-OADA-Scope`: forwarding them upstream is then
+    /// a reference-count increment, not a copy and re-validation per request.
     pub client_id_header: HeaderValue,
+    pub user_id_header: Option<HeaderValue>,
     pub scope_header: HeaderValue,
 }
 
@@ -44,6 +48,21 @@ pub struct ValidToken {
     /// Unix time after which the token is refused (`exp` + leeway).
     pub valid_until: u64,
     pub grant: Arc<Grant>,
+    /// Revocation-list hashes of its `jti` and (if any) its grant id.
+    revocation_keys: [u64; 2],
+    has_grant_id: bool,
+    /// The revocation-list epoch the token was last checked at.
+    checked_epoch: u64,
+}
+
+impl ValidToken {
+    fn revocation_keys(&self) -> &[u64] {
+        if self.has_grant_id {
+            &self.revocation_keys
+        } else {
+            &self.revocation_keys[..1]
+        }
+    }
 }
 
 /// Why a token was refused.
@@ -117,11 +136,15 @@ pub struct Verified {
 /// Claims read from an access token; the rest are checked by `Validation` or ignored.
 #[derive(Deserialize)]
 struct Claims {
+    sub: String,
     client_id: Option<String>,
     scope: Option<String>,
     exp: u64,
     iat: Option<u64>,
     jti: Option<String>,
+    /// Only tokens issued for a person carry it; their `sub` is the person.
+    auth_time: Option<u64>,
+    grant_id: Option<String>,
 }
 
 /// Cache key: 128 bits of a keyed BLAKE3 hash of the token.
@@ -176,10 +199,13 @@ pub struct VerifierConfig {
     pub max_entries: u64,
     pub negative_ttl: Duration,
     pub negative_max_entries: u64,
+    /// The issuer's token lifetime (grant revocations last this long).
+    pub token_lifetime: Duration,
 }
 
 pub struct TokenVerifier {
     keys: Arc<KeyRing>,
+    max_token_lifetime: u64,
     /// One prepared `Validation` per key, in key-ring order.
     validations: Vec<Validation>,
     leeway: u64,
@@ -188,8 +214,7 @@ pub struct TokenVerifier {
     negative: Cache<TokenKey, TokenRejection, PrehashedKey>,
     grants: Cache<String, Arc<Grant>>,
     store: Arc<dyn Store>,
-    /// Bumped by every revocation; a verification that overlapped one does not cache its result.
-    revocation_epoch: AtomicU64,
+    revocations: Arc<RevocationList>,
 }
 
 impl TokenVerifier {
@@ -211,6 +236,7 @@ impl TokenVerifier {
         aws_lc_rs::rand::fill(&mut hash_key).expect("the system random number generator failed");
         TokenVerifier {
             keys,
+            max_token_lifetime: config.token_lifetime.as_secs(),
             validations,
             leeway: config.leeway.as_secs(),
             hash_key,
@@ -226,8 +252,8 @@ impl TokenVerifier {
                 .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
+            revocations: store.revocations(),
             store,
-            revocation_epoch: AtomicU64::new(0),
         }
     }
 
@@ -245,6 +271,18 @@ impl TokenVerifier {
                 self.cache.invalidate(&key);
                 return Some(Err(TokenRejection::Expired));
             }
+            let epoch = self.revocations.epoch();
+            if valid.checked_epoch != epoch {
+                // something was revoked since this token was checked: check it again, once
+                if self.revocations.any_revoked(valid.revocation_keys(), now) {
+                    self.cache.invalidate(&key);
+                    self.negative.insert(key, TokenRejection::Revoked);
+                    return Some(Err(TokenRejection::Revoked));
+                }
+                let mut rechecked = valid.clone();
+                rechecked.checked_epoch = epoch;
+                self.cache.insert(key, rechecked);
+            }
             return Some(Ok(valid));
         }
         self.negative.get(&key).map(Err)
@@ -252,6 +290,11 @@ impl TokenVerifier {
 
     /// Verifies `token` at Unix time `now`, from the cache when possible.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        self.verify_now(token, now)
+    }
+
+    /// [`Self::verify`] without an `await`: nothing on the way needs one.
+    pub fn verify_now(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(VerifyError::Rejected(TokenRejection::Malformed));
         }
@@ -261,24 +304,19 @@ impl TokenVerifier {
             Some(Err(rejection)) => return Err(VerifyError::Rejected(rejection)),
             None => {}
         }
-        let epoch = self.revocation_epoch.load(Ordering::Acquire);
-        let result = match self.check_signature_and_claims(token, now) {
-            Ok((valid, jti)) => match self.store.is_revoked(&jti).await {
-                Ok(false) => Ok(valid),
-                Ok(true) => Err(TokenRejection::Revoked),
-                Err(e) => return Err(VerifyError::Store(e)),
-            },
-            Err(rejection) => Err(rejection),
-        };
+        // The epoch is read before the list is: a revocation landing after the check bumps it,
+        // and the cached entry is then checked again on its next use.
+        let epoch = self.revocations.epoch();
+        let result = self.check_signature_and_claims(token, now).and_then(|mut valid| {
+            if self.revocations.any_revoked(valid.revocation_keys(), now) {
+                return Err(TokenRejection::Revoked);
+            }
+            valid.checked_epoch = epoch;
+            Ok(valid)
+        });
         match result {
             Ok(valid) => {
-                if self.revocation_epoch.load(Ordering::Acquire) == epoch {
-                    self.cache.insert(key, valid.clone());
-                    // a revocation that landed between the check and the insert must still win
-                    if self.revocation_epoch.load(Ordering::Acquire) != epoch {
-                        self.cache.invalidate(&key);
-                    }
-                }
+                self.cache.insert(key, valid.clone());
                 Ok(Verified { token: valid, cached: false })
             }
             Err(rejection) => {
@@ -339,9 +377,9 @@ impl TokenVerifier {
             })
     }
 
-    /// What a cache miss costs before the revocation lookup: signature and claim checks. Returns
-    /// the token and its `jti`. Public for benchmarks; requests go through [`Self::verify`].
-    pub fn check_signature_and_claims(&self, token: &str, now: u64) -> Result<(ValidToken, String), TokenRejection> {
+    /// What a cache miss costs before the revocation check: signature and claim checks. Public
+    /// for benchmarks; requests go through [`Self::verify`].
+    pub fn check_signature_and_claims(&self, token: &str, now: u64) -> Result<ValidToken, TokenRejection> {
         let claims: Claims = self.decode(token)?;
         let (Some(client_id), Some(scope), Some(jti)) = (claims.client_id, claims.scope, claims.jti) else {
             return Err(TokenRejection::MissingClaim);
@@ -353,8 +391,16 @@ impl TokenVerifier {
         if valid_until <= now {
             return Err(TokenRejection::Expired);
         }
-        let grant = self.grant(client_id, scope)?;
-        Ok((ValidToken { valid_until, grant }, jti))
+        let user = claims.auth_time.map(|_| claims.sub);
+        let grant = self.grant(client_id, user, scope)?;
+        let grant_hash = claims.grant_id.as_deref().map(|g| self.revocations.hash(Revoked::Grant(g)));
+        Ok(ValidToken {
+            valid_until,
+            grant,
+            revocation_keys: [self.revocations.hash(Revoked::Token(&jti)), grant_hash.unwrap_or(0)],
+            has_grant_id: grant_hash.is_some(),
+            checked_epoch: 0,
+        })
     }
 
     /// Full claims of a token that is valid and not revoked right now (introspection,
@@ -370,39 +416,60 @@ impl TokenVerifier {
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(VerifyError::Rejected(TokenRejection::Expired));
         }
-        if self.store.is_revoked(&claims.jti).await? {
+        let revoked = self.revocations.is_revoked(Revoked::Token(&claims.jti), now)
+            || claims
+                .grant_id
+                .as_deref()
+                .is_some_and(|g| self.revocations.is_revoked(Revoked::Grant(g), now));
+        if revoked {
             return Err(VerifyError::Rejected(TokenRejection::Revoked));
         }
         Ok(claims)
     }
 
-    fn grant(&self, client_id: String, scope: String) -> Result<Arc<Grant>, TokenRejection> {
-        let key = format!("{client_id}\n{scope}");
+    fn grant(&self, client_id: String, user: Option<String>, scope: String) -> Result<Arc<Grant>, TokenRejection> {
+        let key = format!("{client_id}\n{}\n{scope}", user.as_deref().unwrap_or(""));
         if let Some(g) = self.grants.get(&key) {
             return Ok(g);
         }
         let scopes = ScopeSet::parse(&scope).map_err(|_| TokenRejection::Malformed)?;
         let client_id_header = HeaderValue::from_str(&client_id).map_err(|_| TokenRejection::Malformed)?;
+        let user_id_header = match &user {
+            Some(u) => Some(HeaderValue::from_str(u).map_err(|_| TokenRejection::Malformed)?),
+            None => None,
+        };
         let scope_header = HeaderValue::from_str(&scope).map_err(|_| TokenRejection::Malformed)?;
         let grant = Arc::new(Grant {
             client_id_header,
+            user_id_header,
             scope_header,
             client_id: client_id.into_boxed_str(),
+            user_id: user.map(String::into_boxed_str),
             scopes,
         });
         self.grants.insert(key, grant.clone());
         Ok(grant)
     }
 
-    /// Revokes `token` (whose `jti` and `exp` the caller verified): recorded in the store, then
-    /// dropped from this process's cache, so the next request with it is refused.
+    /// Revokes an access token (whose `jti` and `exp` the caller verified): recorded in the store
+    /// (which updates the revocation list), and dropped from this process's cache at once.
     pub async fn revoke(&self, token: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
-        self.store.revoke(jti, exp.saturating_add(self.leeway)).await?;
-        self.revocation_epoch.fetch_add(1, Ordering::AcqRel);
+        self.store.revoke(Revoked::Token(jti), exp.saturating_add(self.leeway)).await?;
         let key = self.key_of(token);
         self.cache.invalidate(&key);
         self.negative.insert(key, TokenRejection::Revoked);
         Ok(())
+    }
+
+    /// Revokes every access token of a grant (issued from one code or refresh-token family)
+    /// until `until`; cached ones are refused from their next use on.
+    pub async fn revoke_grant(&self, grant_id: &str, until: u64) -> Result<(), StoreError> {
+        self.store.revoke(Revoked::Grant(grant_id), until.saturating_add(self.leeway)).await
+    }
+
+    /// The longest an access token lives: what a grant revocation must outlast.
+    pub fn max_token_lifetime(&self) -> u64 {
+        self.max_token_lifetime
     }
 
     /// Number of positive cache entries (approximate; for tests and diagnostics).
@@ -440,6 +507,7 @@ mod tests {
                 max_entries: 1000,
                 negative_ttl: Duration::from_secs(10),
                 negative_max_entries: 1000,
+                token_lifetime: Duration::from_secs(60),
             },
             Arc::new(MemoryStore::new(10, 1000)),
         );
@@ -457,6 +525,8 @@ mod tests {
             iat: now,
             exp: now + 60,
             jti: "j1".into(),
+            auth_time: None,
+            grant_id: None,
         }
     }
 
@@ -550,6 +620,31 @@ mod tests {
         assert!(v.verify(&t.access_token, now).await.is_ok());
         v.revoke(&t.access_token, &t.jti, now + 60).await.unwrap();
         assert_eq!(rejection(v.verify(&t.access_token, now).await), TokenRejection::Revoked);
+    }
+
+    #[tokio::test]
+    async fn a_person_s_token_names_the_person_and_dies_with_its_grant() {
+        let (v, issuer, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        let person = crate::token::Person {
+            user_id: "frank",
+            auth_time: now,
+            grant_id: "g1",
+        };
+        let t = issuer
+            .issue_for("app", Some(&person), &ScopeSet::parse("a:read").unwrap(), now)
+            .unwrap();
+        let verified = v.verify(&t.access_token, now).await.unwrap();
+        assert_eq!(verified.token.grant.user_id.as_deref(), Some("frank"));
+        assert_eq!(verified.token.grant.client_id.as_ref(), "app");
+        assert!(v.verify(&t.access_token, now).await.unwrap().cached);
+        // a client's own token names no person
+        let own = issuer.issue("app", &ScopeSet::parse("a:read").unwrap(), now).unwrap();
+        assert_eq!(v.verify(&own.access_token, now).await.unwrap().token.grant.user_id, None);
+        // revoking the grant reaches the cached token on its next use
+        v.revoke_grant("g1", now + 60).await.unwrap();
+        assert_eq!(rejection(v.verify(&t.access_token, now).await), TokenRejection::Revoked);
+        assert!(v.verify(&own.access_token, now).await.is_ok(), "other tokens are unaffected");
     }
 
     #[tokio::test]

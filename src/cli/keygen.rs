@@ -50,27 +50,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-pub fn hash_secret() -> i32 {
+/// Hashes a secret read from stdin. Client secrets must be long random strings (16 characters
+/// at least); a person's password (`--password`) at least 8 characters.
+pub fn hash_secret(password: bool) -> i32 {
     let mut secret = String::new();
     if std::io::stdin().read_to_string(&mut secret).is_err() {
         eprintln!("hash-secret: cannot read the secret from stdin");
         return 1;
     }
     let secret = secret.trim_end_matches(['\r', '\n']);
-    if secret.len() < 16 {
-        eprintln!("hash-secret: the secret is shorter than 16 characters; use a long random one (e.g. openssl rand -base64 32)");
+    let minimum = if password { 8 } else { 16 };
+    if secret.chars().count() < minimum {
+        if password {
+            eprintln!("hash-secret: the password is shorter than {minimum} characters");
+        } else {
+            eprintln!("hash-secret: the secret is shorter than {minimum} characters; use a long random one (e.g. openssl rand -base64 32)");
+        }
         return 1;
     }
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::encode_b64(crate::ids::random_id(16).as_bytes()).expect("22 base64 characters are a valid salt");
-    match argon2::Argon2::default().hash_password(secret.as_bytes(), &salt) {
-        Ok(hash) => {
-            println!("{hash}");
-            0
-        }
-        Err(e) => {
-            eprintln!("hash-secret: {e}");
-            1
-        }
-    }
+    println!("{}", crate::secrets::hash(secret));
+    0
 }

@@ -48,8 +48,13 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Hash a client secret read from stdin, for `clients[].client_secret_hash`.
-    HashSecret,
+    /// Hash a secret read from stdin: for `clients[].client_secret_hash`, or with --password for
+    /// a person's `password_hash` in `authorization.users_file`.
+    HashSecret {
+        /// A person's password (at least 8 characters) rather than a client secret (at least 16).
+        #[arg(long)]
+        password: bool,
+    },
     /// Run the demo: the gateway with this config in front of the sample API, walking a partner
     /// through registration, token and requests.
     Demo,
@@ -107,7 +112,7 @@ pub fn main() -> i32 {
         }
         Command::Check => check::run(&cli.config),
         Command::Keygen { alg, kid, out } => keygen::run(&alg, &kid, &out),
-        Command::HashSecret => keygen::hash_secret(),
+        Command::HashSecret { password } => keygen::hash_secret(password),
         Command::Demo => demo::run(&cli.config),
         Command::Token {
             issuer,

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use build::clients::check_redirect_uri;
 pub use error::{ConfigError, ConfigErrors};
 
 /// The validated gateway configuration.
@@ -46,6 +47,8 @@ pub struct Config {
     pub token_endpoint: TokenEndpointConfig,
     pub server: ServerConfig,
     pub limits: EndpointLimits,
+    /// The user-delegated flow; `None`: no authorization endpoint.
+    pub authorization: Option<AuthorizationConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +122,40 @@ impl std::fmt::Debug for ClientSecret {
     }
 }
 
+/// The grants a client may use at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantTypes {
+    pub client_credentials: bool,
+    pub jwt_bearer: bool,
+    pub authorization_code: bool,
+    pub refresh_token: bool,
+}
+
+impl GrantTypes {
+    /// The RFC 7591 names of the grants.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.client_credentials {
+            out.push(GRANT_CLIENT_CREDENTIALS);
+        }
+        if self.jwt_bearer {
+            out.push(GRANT_JWT_BEARER);
+        }
+        if self.authorization_code {
+            out.push(GRANT_AUTHORIZATION_CODE);
+        }
+        if self.refresh_token {
+            out.push(GRANT_REFRESH_TOKEN);
+        }
+        out
+    }
+}
+
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+
 /// A partner configured in `gateway.yaml`.
 #[derive(Debug, Clone)]
 pub struct ConfiguredClient {
@@ -131,6 +168,70 @@ pub struct ConfiguredClient {
     pub secret: Option<ClientSecret>,
     /// May introspect tokens issued to other clients.
     pub introspection: bool,
+    /// Exact redirect URIs for the authorization endpoint.
+    pub redirect_uris: Vec<String>,
+    pub grant_types: GrantTypes,
+    /// A public client: no secret, no keys; it must use PKCE.
+    pub public: bool,
+    /// What the consent page shows.
+    pub display_name: String,
+    pub contact: Option<String>,
+    pub policy_uri: Option<String>,
+}
+
+/// A person who can sign in (from `authorization.users_file`).
+#[derive(Clone)]
+pub struct UserRecord {
+    pub username: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    pub name: String,
+    /// The `sub` of this person's tokens.
+    pub id: String,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord").field("username", &self.username).field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// OADA client discovery (seed 003): `<id>@<provider>` client_ids.
+#[derive(Debug, Clone)]
+pub struct ClientDiscoveryConfig {
+    /// Hosts (or host:port) matched exactly; no other provider is ever contacted.
+    pub trusted_providers: Vec<String>,
+    /// What discovered clients may ask for.
+    pub scopes: ScopeSet,
+    pub cache_ttl: Duration,
+    pub max_entries: u64,
+    pub timeout: Duration,
+}
+
+/// Slowing down password guessing: after `max_failures_*` failures within `failure_window`, each
+/// further attempt waits twice as long as the one before, up to `max_delay`.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    pub max_failures_per_user: u32,
+    pub max_failures_per_address: u32,
+    pub failure_window: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationConfig {
+    pub users_file: PathBuf,
+    pub users: Vec<UserRecord>,
+    pub session_lifetime: Duration,
+    pub code_lifetime: Duration,
+    pub require_pkce: bool,
+    pub remember_consent: bool,
+    pub consent_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    pub refresh_token_idle_lifetime: Duration,
+    pub scope_descriptions: std::collections::BTreeMap<String, String>,
+    pub client_discovery: Option<ClientDiscoveryConfig>,
+    pub login: LoginConfig,
 }
 
 /// A source of keys trusted to sign software statements.
@@ -255,6 +356,8 @@ pub struct EndpointLimits {
     pub register: Option<crate::ratelimit::Quota>,
     /// `POST /token` (and introspection and revocation, which authenticate clients the same way).
     pub token: Option<crate::ratelimit::Quota>,
+    /// `POST /login`, the sign-in form.
+    pub login: Option<crate::ratelimit::Quota>,
     /// Client addresses tracked at once per limit; beyond that new addresses get 503.
     pub max_tracked_addresses: usize,
 }

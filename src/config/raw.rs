@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub authorization: Option<RawAuthorization>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,21 @@ pub struct RawClient {
     pub client_secret_hash: Option<String>,
     #[serde(default)]
     pub introspection: bool,
+    /// Where the authorization endpoint may send people back to (exact strings).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    /// `none` for a public client (no secret, no keys; PKCE required).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    /// Shown on the consent page.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub contact: Option<String>,
+    #[serde(default)]
+    pub policy_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +253,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub token: Option<RawRateLimit>,
     #[serde(default)]
+    pub login: Option<RawRateLimit>,
+    #[serde(default)]
     pub max_tracked_addresses: Option<usize>,
 }
 
@@ -246,4 +265,73 @@ pub struct RawRateLimit {
     pub rate: String,
     #[serde(default)]
     pub burst: Option<u32>,
+}
+
+/// The user-delegated flow: authorization endpoint, login, consent, codes, refresh tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorization {
+    #[serde(default)]
+    pub users_file: Option<String>,
+    #[serde(default)]
+    pub session_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub code_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub require_pkce: Option<bool>,
+    #[serde(default)]
+    pub remember_consent: Option<bool>,
+    #[serde(default)]
+    pub consent_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub refresh_token_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub refresh_token_idle_lifetime: Option<ConfigDuration>,
+    #[serde(default)]
+    pub scope_descriptions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub client_discovery: Option<RawClientDiscovery>,
+    #[serde(default)]
+    pub login: Option<RawLogin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientDiscovery {
+    #[serde(default)]
+    pub trusted_providers: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub cache_ttl: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_entries: Option<u64>,
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// Slowing down password guessing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    #[serde(default)]
+    pub max_failures_per_user: Option<u32>,
+    #[serde(default)]
+    pub max_failures_per_address: Option<u32>,
+    #[serde(default)]
+    pub failure_window: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_delay: Option<ConfigDuration>,
+}
+
+/// One entry of `authorization.users_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub username: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
 }

@@ -51,6 +51,19 @@ impl AddressKey {
     }
 }
 
+impl std::fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressKey::V4(o) => write!(f, "{}", std::net::Ipv4Addr::from(*o)),
+            AddressKey::V6Prefix(p) => {
+                let mut full = [0u8; 16];
+                full[..8].copy_from_slice(p);
+                write!(f, "{}/64", std::net::Ipv6Addr::from(full))
+            }
+        }
+    }
+}
+
 const SHARDS: usize = 16;
 
 /// Counts open client connections, in total and per address, and refuses those over the limits.

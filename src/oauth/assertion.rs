@@ -1,12 +1,19 @@
-//! JWT assertions from clients (RFC 7523 §3), for `private_key_jwt` client authentication and the
-//! `jwt-bearer` grant alike: signed by a key of the client's trusted document with an allowed
-//! algorithm; `iss` = `sub` = client_id; `aud` names the token endpoint or the issuer; `exp`
+//! JWT assertions from clients (RFC 7523 §3), for `private_key_jwt` and `client_secret_jwt`
+//! client authentication and the `jwt-bearer` grant alike: signed by a key of the client's trusted
+//! document with an allowed algorithm (or, HMAC, with the client's own shared secret, never with a
+//! public key); `iss` = `sub` = client_id; `aud` names the token endpoint or the issuer; `exp`
 //! present, not past, not too far ahead; `jti` present and never accepted twice while the
 //! assertion lives.
+//!
+//! Also OADA's JWS `client_secret` of the code exchange (seed 003): signed by a key of the client's
+//! document, `ac` = the code being exchanged, `aud` the token endpoint, `iss` the client_id, a
+//! `jti`, and `iat`/`nbf` instead of `exp`: it is accepted for `max_assertion_lifetime` after its
+//! `iat`/`nbf`, and its `jti` remembered that long.
 
 use super::clients::{Client, ClientRegistry};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::jws::{audience_contains, numeric_date, Jws, JwsError};
+use crate::config::ClientSecret;
 use crate::store::{Store, StoreError};
 use std::borrow::Cow;
 
@@ -28,7 +35,10 @@ pub enum AssertionFailure {
     MissingSubject,
     UnknownClient,
     NoKeys,
+    NoSharedSecret,
     UnknownKey,
+    WrongCode,
+    MissingIssuedAt,
     KeysUnavailable(String),
     WrongIssuer,
     WrongSubject,
@@ -51,6 +61,9 @@ impl AssertionFailure {
             AssertionFailure::MissingSubject => "the client assertion has no `sub` claim naming the client".into(),
             AssertionFailure::UnknownClient => "the client assertion names an unknown or expired client_id".into(),
             AssertionFailure::NoKeys => "the client has no registered public keys".into(),
+            AssertionFailure::NoSharedSecret => "an HMAC-signed assertion needs a client secret from the gateway's environment (client_secret_jwt)".into(),
+            AssertionFailure::WrongCode => "the client_secret's `ac` is not the code being exchanged".into(),
+            AssertionFailure::MissingIssuedAt => "the client_secret has neither `iat` nor `nbf`".into(),
             AssertionFailure::UnknownKey => "the client assertion is not signed by a key of the client's registration".into(),
             AssertionFailure::KeysUnavailable(why) => format!("the client's keys could not be fetched: {why}").into(),
             AssertionFailure::WrongIssuer => "the client assertion's `iss` must be the client_id".into(),
@@ -94,6 +107,47 @@ pub struct VerifiedAssertion {
     pub exp: u64,
 }
 
+/// Checks the signature: an HMAC with the client's own plain secret (`client_secret_jwt`), or a
+/// key of the client's document (by `kid`, or its only key).
+async fn check_signature(jws: &Jws<'_>, client: &Client, registry: &ClientRegistry) -> Result<(), AssertionFailure> {
+    if jws.is_hmac() {
+        return match &client.profile.secret {
+            Some(ClientSecret::Plain { value, .. }) => jws.verify_hmac(value.as_bytes()).map_err(AssertionFailure::Jws),
+            _ => Err(AssertionFailure::NoSharedSecret),
+        };
+    }
+    if client.profile.keys.is_none() {
+        return Err(AssertionFailure::NoKeys);
+    }
+    let key = registry
+        .key_for(client, jws.header_str("kid"))
+        .await
+        .map_err(|e| AssertionFailure::KeysUnavailable(e.reason))?
+        .ok_or(AssertionFailure::UnknownKey)?;
+    jws.verify(&key).map_err(AssertionFailure::Jws)
+}
+
+fn jti<'a>(jws: &'a Jws<'_>) -> Result<&'a str, AssertionFailure> {
+    let jti = jws.claim_str("jti").ok_or(AssertionFailure::MissingJti)?;
+    if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+        return Err(AssertionFailure::BadClaim(format!("`jti` must be 1 to {MAX_JTI_LEN} characters")));
+    }
+    Ok(jti)
+}
+
+/// Records the `jti` of `client` until `until`; `Replayed` if it was recorded before.
+async fn remember(store: &dyn Store, client: &Client, jti: &str, until: u64) -> Result<(), AssertionFailure> {
+    let first_use = store
+        .remember_assertion(&format!("{}\n{jti}", client.client_id), until)
+        .await
+        .map_err(AssertionFailure::Store)?;
+    if first_use {
+        Ok(())
+    } else {
+        Err(AssertionFailure::Replayed)
+    }
+}
+
 /// Verifies `jws` as an assertion of `client` and records its `jti`.
 pub async fn verify(
     jws: &Jws<'_>,
@@ -103,16 +157,7 @@ pub async fn verify(
     policy: &AssertionPolicy,
     now: u64,
 ) -> Result<VerifiedAssertion, AssertionFailure> {
-    if client.profile.keys.is_none() {
-        return Err(AssertionFailure::NoKeys);
-    }
-    let key = registry
-        .key_for(client, jws.header_str("kid"))
-        .await
-        .map_err(|e| AssertionFailure::KeysUnavailable(e.reason))?
-        .ok_or(AssertionFailure::UnknownKey)?;
-    jws.verify(&key).map_err(AssertionFailure::Jws)?;
-
+    check_signature(jws, client, registry).await?;
     let claims = &jws.claims;
     if jws.claim_str("iss") != Some(client.client_id.as_str()) {
         return Err(AssertionFailure::WrongIssuer);
@@ -143,21 +188,53 @@ pub async fn verify(
             return Err(AssertionFailure::IssuedInFuture);
         }
     }
-    let jti = jws.claim_str("jti").ok_or(AssertionFailure::MissingJti)?;
-    if jti.is_empty() || jti.len() > MAX_JTI_LEN {
-        return Err(AssertionFailure::BadClaim(format!("`jti` must be 1 to {MAX_JTI_LEN} characters")));
-    }
+    let jti = jti(jws)?;
     // Recorded last, so that a refused assertion does not use up its jti.
-    let remembered_until = exp.saturating_add(policy.leeway);
-    let first_use = store
-        .remember_assertion(&format!("{}\n{jti}", client.client_id), remembered_until)
-        .await
-        .map_err(AssertionFailure::Store)?;
-    if !first_use {
-        return Err(AssertionFailure::Replayed);
-    }
+    remember(store, client, jti, exp.saturating_add(policy.leeway)).await?;
     Ok(VerifiedAssertion {
         jti: jti.to_string(),
         exp,
     })
+}
+
+/// Verifies `jws` as the OADA JWS `client_secret` of `client` exchanging `code`, and records its
+/// `jti`.
+pub async fn verify_code_secret(
+    jws: &Jws<'_>,
+    client: &Client,
+    code: &str,
+    registry: &ClientRegistry,
+    store: &dyn Store,
+    policy: &AssertionPolicy,
+    now: u64,
+) -> Result<(), AssertionFailure> {
+    check_signature(jws, client, registry).await?;
+    let claims = &jws.claims;
+    if jws.claim_str("iss") != Some(client.client_id.as_str()) {
+        return Err(AssertionFailure::WrongIssuer);
+    }
+    if !jws.claim_str("ac").is_some_and(|ac| crate::secrets::plain_matches(code, ac)) {
+        return Err(AssertionFailure::WrongCode);
+    }
+    let audiences: Vec<&str> = policy.audiences.iter().map(String::as_str).collect();
+    if !audience_contains(claims, &audiences) {
+        return Err(AssertionFailure::WrongAudience);
+    }
+    let iat = numeric_date(claims, "iat").map_err(AssertionFailure::BadClaim)?;
+    let nbf = numeric_date(claims, "nbf").map_err(AssertionFailure::BadClaim)?;
+    let issued = iat.max(nbf).ok_or(AssertionFailure::MissingIssuedAt)?;
+    if issued > now + policy.leeway {
+        return Err(AssertionFailure::IssuedInFuture);
+    }
+    let until = issued.saturating_add(policy.max_lifetime).saturating_add(policy.leeway);
+    if until <= now {
+        return Err(AssertionFailure::Expired);
+    }
+    if let Some(exp) = numeric_date(claims, "exp").map_err(AssertionFailure::BadClaim)? {
+        if exp.saturating_add(policy.leeway) <= now {
+            return Err(AssertionFailure::Expired);
+        }
+    }
+    let jti = jti(jws)?;
+    remember(store, client, jti, until).await
 }

@@ -1,28 +1,51 @@
-//! Client authentication at the token, introspection and revocation endpoints: `private_key_jwt`
-//! (RFC 7523 §2.2), `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1). One method
-//! per request; every endpoint uses this one step.
+//! Client authentication at the token, introspection and revocation endpoints, one method per
+//! request, the same step for every endpoint:
+//! - `private_key_jwt` (RFC 7523 §2.2) with a key of the client's document, and
+//!   `client_secret_jwt` (HMAC with the client's secret from the environment);
+//! - `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1);
+//! - OADA's JWS `client_secret` in a code exchange (seed 003), for clients with keys and no
+//!   secret: a JWS whose `ac` is the code;
+//! - none: a public client names itself with `client_id` (the grant then demands PKCE).
 
 use super::assertion::{self, AssertionPolicy};
 use super::clients::{Client, ClientRegistry};
 use super::error::OAuthError;
 use super::form::Form;
-use super::jws::Jws;
+use super::jws::{Jws, HMAC_ALGORITHMS};
+use crate::keys::jwk::ASSERTION_ALGORITHMS;
 use crate::config::ClientSecret;
+use crate::secrets::{plain_matches, Argon2Verifier};
 use crate::store::Store;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 pub const ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     PrivateKeyJwt,
+    ClientSecretJwt,
     ClientSecretBasic,
     ClientSecretPost,
+    /// OADA's JWS `client_secret` bound to the code being exchanged.
+    OadaCodeSecret,
+    /// A public client naming itself.
+    None,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::PrivateKeyJwt => "private_key_jwt",
+            Method::ClientSecretJwt => "client_secret_jwt",
+            Method::ClientSecretBasic => "client_secret_basic",
+            Method::ClientSecretPost => "client_secret_post",
+            Method::OadaCodeSecret => "oada_jws_client_secret",
+            Method::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,9 +58,7 @@ pub struct ClientAuthenticator {
     registry: Arc<ClientRegistry>,
     store: Arc<dyn Store>,
     policy: AssertionPolicy,
-    /// Argon2 verification is deliberately slow; bound how many run at once so that a flood of
-    /// bad secrets cannot take every core.
-    hashing: Semaphore,
+    argon2: Arc<Argon2Verifier>,
 }
 
 /// `Authorization: Basic` credentials, form-urlencoded per RFC 6749 §2.3.1.
@@ -65,21 +86,13 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id), unescape(secret))))
 }
 
-/// Compares a presented secret with an environment-configured one in constant time (hashing
-/// first so that the lengths do not leak either).
-fn plain_secret_matches(expected: &str, presented: &str) -> bool {
-    let a = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, expected.as_bytes());
-    let b = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, presented.as_bytes());
-    a.as_ref().ct_eq(b.as_ref()).into()
-}
-
 impl ClientAuthenticator {
-    pub fn new(registry: Arc<ClientRegistry>, store: Arc<dyn Store>, policy: AssertionPolicy) -> Self {
+    pub fn new(registry: Arc<ClientRegistry>, store: Arc<dyn Store>, policy: AssertionPolicy, argon2: Arc<Argon2Verifier>) -> Self {
         ClientAuthenticator {
             registry,
             store,
             policy,
-            hashing: Semaphore::new(2),
+            argon2,
         }
     }
 
@@ -95,9 +108,10 @@ impl ClientAuthenticator {
         self.store.as_ref()
     }
 
-    /// Authenticates the client of a request. `Ok(None)`: the request carries no client
-    /// authentication at all (the caller decides whether that is acceptable).
-    pub async fn authenticate(&self, headers: &HeaderMap, form: &Form, now: u64) -> Result<Option<Authenticated>, OAuthError> {
+    /// Authenticates the client of a request. `code` is the code of an authorization-code
+    /// exchange (OADA's JWS `client_secret` is bound to it). `Ok(None)`: the request carries no
+    /// client authentication at all (the caller decides whether a public client may go on).
+    pub async fn authenticate(&self, headers: &HeaderMap, form: &Form, code: Option<&str>, now: u64) -> Result<Option<Authenticated>, OAuthError> {
         let basic = basic_credentials(headers)?;
         let basic_used = basic.is_some();
         let assertion_type = form.get("client_assertion_type");
@@ -127,6 +141,22 @@ impl ClientAuthenticator {
         if let Some(secret) = post_secret {
             let id = form_client_id
                 .ok_or_else(|| OAuthError::invalid_request("client_secret needs client_id"))?;
+            let client = self.find(id).await?.ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+            if client.profile.secret.is_none() && client.profile.keys.is_some() {
+                // OADA: a JWS signed by the client's key, bound to the code being exchanged
+                let code = code.ok_or_else(|| {
+                    OAuthError::invalid_client("a JWS client_secret is accepted only in an authorization_code exchange")
+                })?;
+                let jws = Jws::parse(secret)
+                    .map_err(|e| assertion::AssertionFailure::Jws(e).into_oauth(false))?;
+                assertion::verify_code_secret(&jws, &client, code, &self.registry, self.store.as_ref(), &self.policy, now)
+                    .await
+                    .map_err(|f| f.into_oauth(false))?;
+                return Ok(Some(Authenticated {
+                    client,
+                    method: Method::OadaCodeSecret,
+                }));
+            }
             let client = self.secret_client(id, secret).await?;
             return Ok(Some(Authenticated {
                 client,
@@ -140,70 +170,58 @@ impl ClientAuthenticator {
                 )));
             }
             let assertion = assertion.ok_or_else(|| OAuthError::invalid_request("client_assertion is required"))?;
-            let client = self.assertion_client(assertion, form_client_id, false, now).await?;
+            let (client, hmac) = self.assertion_client(assertion, form_client_id, false, now).await?;
             return Ok(Some(Authenticated {
                 client,
-                method: Method::PrivateKeyJwt,
+                method: if hmac { Method::ClientSecretJwt } else { Method::PrivateKeyJwt },
             }));
         }
         Ok(None)
     }
 
-    /// Verifies a JWT assertion and returns its client. `as_grant`: the assertion is a
-    /// `jwt-bearer` grant rather than client authentication (only the error codes differ).
+    /// Resolves a client, as a token-endpoint error when that fails.
+    pub async fn find(&self, client_id: &str) -> Result<Option<Client>, OAuthError> {
+        self.registry.find(client_id).await.map_err(|e| OAuthError::unavailable(e.to_string()))
+    }
+
+    /// Verifies a JWT assertion and returns its client, and whether it was HMAC-signed
+    /// (`client_secret_jwt`). `as_grant`: the assertion is a `jwt-bearer` grant rather than client
+    /// authentication (only the error codes differ; grants are never HMAC-signed).
     pub async fn assertion_client(
         &self,
         assertion: &str,
         expected_client_id: Option<&str>,
         as_grant: bool,
         now: u64,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<(Client, bool), OAuthError> {
         let fail = |f: assertion::AssertionFailure| f.into_oauth(as_grant);
-        let jws = Jws::parse(assertion).map_err(|e| fail(assertion::AssertionFailure::Jws(e)))?;
+        let allowed: Vec<_> = if as_grant {
+            ASSERTION_ALGORITHMS.to_vec()
+        } else {
+            ASSERTION_ALGORITHMS.iter().chain(HMAC_ALGORITHMS).copied().collect()
+        };
+        let jws = Jws::parse_with(assertion, &allowed).map_err(|e| fail(assertion::AssertionFailure::Jws(e)))?;
         let sub = assertion::subject(&jws).map_err(fail)?;
         if expected_client_id.is_some_and(|id| id != sub) {
             return Err(fail(assertion::AssertionFailure::WrongSubject));
         }
         let client = self
-            .registry
             .find(sub)
-            .await
-            .map_err(|e| OAuthError::unavailable(e.to_string()))?
+            .await?
             .ok_or_else(|| fail(assertion::AssertionFailure::UnknownClient))?;
         assertion::verify(&jws, &client, &self.registry, self.store.as_ref(), &self.policy, now)
             .await
             .map_err(fail)?;
-        Ok(client)
+        Ok((client, jws.is_hmac()))
     }
 
     async fn secret_client(&self, client_id: &str, presented: &str) -> Result<Client, OAuthError> {
         let refused = || OAuthError::invalid_client("client authentication failed");
-        let client = self
-            .registry
-            .find(client_id)
-            .await
-            .map_err(|e| OAuthError::unavailable(e.to_string()))?
-            .ok_or_else(refused)?;
+        let client = self.find(client_id).await?.ok_or_else(refused)?;
         let matches = match &client.profile.secret {
             None => false,
-            Some(ClientSecret::Plain { value, .. }) => plain_secret_matches(value, presented),
-            Some(ClientSecret::Argon2 { phc }) => {
-                let _permit = self
-                    .hashing
-                    .acquire()
-                    .await
-                    .map_err(|_| OAuthError::unavailable("shutting down"))?;
-                let phc = phc.clone();
-                let presented = presented.to_string();
-                tokio::task::spawn_blocking(move || {
-                    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                    PasswordHash::new(&phc)
-                        .map(|hash| argon2::Argon2::default().verify_password(presented.as_bytes(), &hash).is_ok())
-                        .unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false)
-            }
+            Some(ClientSecret::Plain { value, .. }) => plain_matches(value, presented),
+            Some(ClientSecret::Argon2 { phc }) => self.argon2.verify(phc, presented).await,
         };
         if matches {
             Ok(client)
@@ -228,12 +246,5 @@ mod tests {
         assert!(basic_credentials(&h).is_err());
         h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(basic_credentials(&h).unwrap(), None);
-    }
-
-    #[test]
-    fn plain_secret_comparison() {
-        assert!(plain_secret_matches("a-long-secret-value", "a-long-secret-value"));
-        assert!(!plain_secret_matches("a-long-secret-value", "a-long-secret-valuX"));
-        assert!(!plain_secret_matches("a-long-secret-value", ""));
     }
 }

@@ -101,6 +101,7 @@ impl OAuthError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistrationErrorCode {
     InvalidClientMetadata,
+    InvalidRedirectUri,
     InvalidSoftwareStatement,
     UnapprovedSoftwareStatement,
     TemporarilyUnavailable,
@@ -110,6 +111,7 @@ impl RegistrationErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             RegistrationErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            RegistrationErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             RegistrationErrorCode::InvalidSoftwareStatement => "invalid_software_statement",
             RegistrationErrorCode::UnapprovedSoftwareStatement => "unapproved_software_statement",
             RegistrationErrorCode::TemporarilyUnavailable => "temporarily_unavailable",

@@ -47,8 +47,18 @@ fn decode_object(part: &str) -> Result<Map<String, Value>, JwsError> {
     }
 }
 
+/// HMAC algorithms, accepted only where a client's own shared secret verifies them
+/// (`client_secret_jwt`), never with a public key.
+pub const HMAC_ALGORITHMS: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
 impl<'a> Jws<'a> {
+    /// Parses a JWS signed with one of the public-key [`ASSERTION_ALGORITHMS`].
     pub fn parse(token: &'a str) -> Result<Jws<'a>, JwsError> {
+        Self::parse_with(token, ASSERTION_ALGORITHMS)
+    }
+
+    /// Parses a JWS signed with one of `allowed`.
+    pub fn parse_with(token: &'a str, allowed: &[Algorithm]) -> Result<Jws<'a>, JwsError> {
         if token.len() > MAX_JWS_LEN {
             return Err(JwsError::TooLarge);
         }
@@ -63,7 +73,7 @@ impl<'a> Jws<'a> {
             .and_then(Value::as_str)
             .ok_or(JwsError::Malformed)?;
         let alg = parse_algorithm(alg_name)
-            .filter(|a| ASSERTION_ALGORITHMS.contains(a))
+            .filter(|a| allowed.contains(a))
             .ok_or_else(|| JwsError::Algorithm(alg_name.to_string()))?;
         if header.contains_key("crit") {
             return Err(JwsError::Critical);
@@ -94,6 +104,22 @@ impl<'a> Jws<'a> {
                 .and_then(|j| j.get("kid"))
                 .and_then(Value::as_str)
         })
+    }
+
+    pub fn is_hmac(&self) -> bool {
+        HMAC_ALGORITHMS.contains(&self.alg)
+    }
+
+    /// Verifies an HMAC signature with a shared `secret`.
+    pub fn verify_hmac(&self, secret: &[u8]) -> Result<(), JwsError> {
+        if !self.is_hmac() {
+            return Err(JwsError::KeyMismatch(crate::keys::jwk::algorithm_name(self.alg)));
+        }
+        let key = jsonwebtoken::DecodingKey::from_secret(secret);
+        match jsonwebtoken::crypto::verify(self.signature, self.signing_input.as_bytes(), &key, self.alg) {
+            Ok(true) => Ok(()),
+            _ => Err(JwsError::BadSignature),
+        }
     }
 
     /// Verifies the signature with `key`, which must allow the header's algorithm.

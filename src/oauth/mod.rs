@@ -4,8 +4,12 @@
 //! and return a [`Reply`], so they know nothing of Pingora.
 
 pub mod assertion;
+pub mod authorize;
+pub mod browser;
 pub mod client_auth;
+pub mod client_discovery;
 pub mod clients;
+pub mod consent;
 pub mod discovery;
 pub mod error;
 pub mod form;
@@ -13,13 +17,17 @@ pub mod grants;
 pub mod introspect;
 pub mod jwks;
 pub mod jws;
+pub mod login;
+pub mod pages;
 pub mod partner_id;
 pub mod paths;
+pub mod pkce;
 pub mod register;
 pub mod revoke;
 pub mod software_statement;
 pub mod throttle;
 pub mod token;
+pub mod user_flow;
 
 use crate::auth::verifier::TokenVerifier;
 use crate::config::Config;
@@ -49,6 +57,9 @@ pub enum Endpoint {
     Token,
     Introspect,
     Revoke,
+    Authorization,
+    Login,
+    Consent,
 }
 
 impl Endpoint {
@@ -62,20 +73,24 @@ impl Endpoint {
             Endpoint::Token => "oauth:token",
             Endpoint::Introspect => "oauth:introspect",
             Endpoint::Revoke => "oauth:revoke",
+            Endpoint::Authorization => "oauth:authorization",
+            Endpoint::Login => "oauth:login",
+            Endpoint::Consent => "oauth:consent",
         }
     }
 
-    /// The method the endpoint takes.
-    pub fn method(self) -> Method {
+    /// The methods the endpoint takes (HEAD goes with GET).
+    pub fn methods(self) -> &'static [Method] {
         match self {
-            Endpoint::OadaConfiguration | Endpoint::OAuthMetadata | Endpoint::Jwks => Method::GET,
-            Endpoint::Register | Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => Method::POST,
+            Endpoint::OadaConfiguration | Endpoint::OAuthMetadata | Endpoint::Jwks | Endpoint::Authorization => &[Method::GET],
+            Endpoint::Register | Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => &[Method::POST],
+            Endpoint::Login | Endpoint::Consent => &[Method::GET, Method::POST],
         }
     }
 
-    /// Does the endpoint read a request body?
-    pub fn takes_body(self) -> bool {
-        self.method() == Method::POST
+    /// Does a request with `method` to this endpoint have a body to read?
+    pub fn takes_body(self, method: &Method) -> bool {
+        *method == Method::POST && self.methods().contains(&Method::POST)
     }
 }
 
@@ -83,6 +98,8 @@ impl Endpoint {
 pub struct HostedRequest<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
     pub body: Bytes,
     /// Unix seconds.
     pub now: u64,
@@ -99,6 +116,8 @@ pub struct AuthorizationServer {
     introspection: introspect::Introspection,
     revocation: revoke::Revocation,
     throttle: throttle::EndpointThrottle,
+    /// The user-delegated flow, when `authorization:` is configured.
+    user_flow: Option<user_flow::UserFlow>,
 }
 
 impl AuthorizationServer {
@@ -118,27 +137,65 @@ impl AuthorizationServer {
         ] {
             endpoints.push((issuer.path(path), endpoint));
         }
+        if config.authorization.is_some() {
+            for (path, endpoint) in [
+                (paths::AUTHORIZATION, Endpoint::Authorization),
+                (paths::LOGIN, Endpoint::Login),
+                (paths::CONSENT, Endpoint::Consent),
+            ] {
+                endpoints.push((issuer.path(path), endpoint));
+            }
+        }
         let fetcher = Arc::new(KeyFetcher::new());
-        let registry = Arc::new(ClientRegistry::new(&config, store.clone(), fetcher.clone()));
+        let client_discovery = config
+            .authorization
+            .as_ref()
+            .and_then(|a| a.client_discovery.clone())
+            .map(|d| client_discovery::ClientDiscovery::new(d, metrics.clone()));
+        let registry = Arc::new(ClientRegistry::new(&config, store.clone(), fetcher.clone(), client_discovery));
         let policy = AssertionPolicy {
             audiences: vec![issuer.url(paths::TOKEN), issuer.as_str().to_string()],
             leeway: config.leeway.as_secs(),
             max_lifetime: config.token_endpoint.max_assertion_lifetime.as_secs(),
         };
-        let authn = Arc::new(ClientAuthenticator::new(registry.clone(), store.clone(), policy));
+        let argon2 = Arc::new(crate::secrets::Argon2Verifier::default());
+        let authn = Arc::new(ClientAuthenticator::new(registry.clone(), store.clone(), policy, argon2.clone()));
         let statements = config.software_statements.clone().map(|policy| {
             software_statement::StatementVerifier::new(policy, fetcher.clone(), config.leeway.as_secs())
         });
         let issuer_of_tokens = TokenIssuer::new(config.keys.clone(), issuer.as_str(), &config.audience, config.token_lifetime);
+        let user_flow = config.authorization.clone().map(|authorization| {
+            let users: Arc<dyn crate::users::UserSource> =
+                Arc::new(crate::users::file::FileUsers::new(&authorization.users, argon2.clone()));
+            user_flow::UserFlow {
+                config: authorization,
+                issuer: issuer.clone(),
+                store: store.clone(),
+                registry: registry.clone(),
+                users,
+                pages: pages::Pages::new(issuer.as_str()),
+                cookies: browser::CookiePolicy::new(issuer),
+                metrics: metrics.clone(),
+            }
+        });
         AuthorizationServer {
             endpoints,
             discovery: discovery::Documents::new(&config),
             keys: config.keys.clone(),
-            registrar: register::Registrar::new(config.clone(), statements, registry.clone(), store, metrics.clone()),
-            token: token::TokenEndpoint::new(authn.clone(), issuer_of_tokens, metrics.clone(), realm.clone()),
+            registrar: register::Registrar::new(config.clone(), statements, registry.clone(), store.clone(), metrics.clone()),
+            token: token::TokenEndpoint::new(
+                authn.clone(),
+                issuer_of_tokens,
+                store.clone(),
+                verifier.clone(),
+                config.authorization.clone(),
+                metrics.clone(),
+                realm.clone(),
+            ),
             introspection: introspect::Introspection::new(authn.clone(), verifier.clone(), realm.clone()),
             revocation: revoke::Revocation::new(authn, verifier, metrics.clone(), realm),
             throttle: throttle::EndpointThrottle::new(&config.limits, metrics),
+            user_flow,
         }
     }
 
@@ -151,13 +208,26 @@ impl AuthorizationServer {
     }
 
     pub async fn handle(&self, endpoint: Endpoint, request: &HostedRequest<'_>) -> Reply {
-        let allowed = endpoint.method();
-        if *request.method != allowed && !(allowed == Method::GET && *request.method == Method::HEAD) {
-            return Reply::error(405, "invalid_request", format!("use {allowed} on this endpoint"))
-                .with_header("Allow", allowed.as_str());
+        let allowed = endpoint.methods();
+        let method_ok = allowed.contains(request.method) || (*request.method == Method::HEAD && allowed.contains(&Method::GET));
+        if !method_ok {
+            let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            return Reply::error(405, "invalid_request", format!("use {} on this endpoint", names.join(" or ")))
+                .with_header("Allow", names.join(", "));
         }
-        if let Some(refusal) = self.throttle.check(endpoint, request.client_ip) {
+        if let Some(refusal) = self.throttle.check(endpoint, request.method, request.client_ip) {
             return refusal;
+        }
+        if let Some(flow) = &self.user_flow {
+            let post = *request.method == Method::POST;
+            match endpoint {
+                Endpoint::Authorization => return authorize::authorize(flow, request).await,
+                Endpoint::Login if post => return login::submit(flow, request).await,
+                Endpoint::Login => return login::show(flow, request).await,
+                Endpoint::Consent if post => return consent::decide(flow, request).await,
+                Endpoint::Consent => return consent::show(flow, request).await,
+                _ => {}
+            }
         }
         match endpoint {
             Endpoint::OadaConfiguration => self.discovery.oada_configuration(),
@@ -167,6 +237,10 @@ impl AuthorizationServer {
             Endpoint::Token => self.token.token(request).await,
             Endpoint::Introspect => self.introspection.introspect(request).await,
             Endpoint::Revoke => self.revocation.revoke(request).await,
+            // only routed when the user-delegated flow is configured
+            Endpoint::Authorization | Endpoint::Login | Endpoint::Consent => {
+                Reply::error(404, "not_found", "the authorization endpoint is not configured")
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //!   rather than evicts when full;
 //! - anything else is refused.
 
-use super::discovery::{GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER};
+use super::discovery::{GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN};
 use super::error::RegistrationError;
 use super::form::content_type_is;
 use super::clients::ClientRegistry;
@@ -27,8 +27,9 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SUPPORTED_GRANTS: &[&str] = &[GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER];
 const AUTH_METHOD: &str = "private_key_jwt";
+/// What software-statement clients may register for.
+const STATEMENT_GRANTS: &[&str] = &[GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN];
 
 /// Registration metadata members a stored document may carry that are echoed back; anything
 /// else in it stays private to the API owner.
@@ -69,6 +70,8 @@ struct Decision {
     /// Metadata of the trusted source (stored document, or statement over body).
     metadata: Map<String, Value>,
     allowed: ScopeSet,
+    /// The grant types it may register for.
+    grants: Vec<&'static str>,
 }
 
 impl Registrar {
@@ -121,7 +124,12 @@ impl Registrar {
             Some(_) => return Err(RegistrationError::statement("software_statement must be a compact JWS string")),
             None => self.by_stored_document(&body)?,
         };
-        let metadata = self.registered_metadata(&body, decision.metadata, &decision.allowed)?;
+        // a statement's signed claims decide the client's metadata; a partner's posted document does
+        let requested = match &decision.binding {
+            Binding::Stored(_) => decision.metadata.clone(),
+            Binding::Partner { .. } => body.clone(),
+        };
+        let metadata = self.registered_metadata(&requested, decision.metadata, &decision.allowed, &decision.grants)?;
         let now = request.now;
         let expires_at = now + self.lifetime.as_secs();
         let scope = metadata.get("scope").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -189,6 +197,7 @@ impl Registrar {
             },
             metadata: document.metadata.clone(),
             allowed: client.scopes.clone(),
+            grants: client.grant_types.names(),
         })
     }
 
@@ -207,8 +216,17 @@ impl Registrar {
         for (k, v) in &verified.claims {
             metadata.insert(k.clone(), v.clone());
         }
-        let (keys, _) = parse_client_keys(&verified.claims)
-            .map_err(|(member, e)| RegistrationError::statement(format!("software_statement {member}: {e}")))?;
+        // a public client (auth method none) has no keys; every other client needs them
+        let public = metadata.get("token_endpoint_auth_method").and_then(Value::as_str) == Some("none");
+        let keys = if public && !verified.claims.contains_key("jwks") && !verified.claims.contains_key("jwks_uri") {
+            None
+        } else {
+            Some(
+                parse_client_keys(&verified.claims)
+                    .map_err(|(member, e)| RegistrationError::statement(format!("software_statement {member}: {e}")))?
+                    .0,
+            )
+        };
         let policy = verifier.policy();
         let allowed = if verified.trusted {
             policy.scopes.clone()
@@ -216,8 +234,9 @@ impl Registrar {
             policy.untrusted_scopes.clone()
         };
         let (jwks, jwks_uri) = match keys {
-            ClientKeys::Jwks(set) => (Some(set.to_json()), None),
-            ClientKeys::JwksUri(uri) => (None, Some(uri)),
+            Some(ClientKeys::Jwks(set)) => (Some(set.to_json()), None),
+            Some(ClientKeys::JwksUri(uri)) => (None, Some(uri)),
+            None => (None, None),
         };
         metadata.insert("software_statement".into(), json!(statement));
         Ok(Decision {
@@ -229,6 +248,7 @@ impl Registrar {
             }),
             metadata,
             allowed,
+            grants: STATEMENT_GRANTS.to_vec(),
         })
     }
 
@@ -236,38 +256,83 @@ impl Registrar {
     /// auth method, grant types and scope.
     fn registered_metadata(
         &self,
-        body: &Map<String, Value>,
+        requested: &Map<String, Value>,
         source: Map<String, Value>,
         allowed: &ScopeSet,
+        grants: &[&'static str],
     ) -> Result<Map<String, Value>, RegistrationError> {
-        match body.get("token_endpoint_auth_method").and_then(Value::as_str) {
-            None | Some(AUTH_METHOD) => {}
+        let public = match requested.get("token_endpoint_auth_method").and_then(Value::as_str) {
+            None | Some(AUTH_METHOD) => false,
+            Some("none") => true,
             Some(other) => {
                 return Err(RegistrationError::metadata(format!(
-                    "token_endpoint_auth_method `{other}` is not supported for registered clients; use private_key_jwt"
+                    "token_endpoint_auth_method `{other}` is not supported for registered clients; use private_key_jwt, or none for a public client"
                 )))
             }
-        }
-        let grant_types: Vec<&str> = match body.get("grant_types") {
+        };
+        let grant_types: Vec<&str> = match requested.get("grant_types") {
+            None if public => vec![GRANT_AUTHORIZATION_CODE],
             None => vec![GRANT_CLIENT_CREDENTIALS],
             Some(Value::Array(items)) => {
-                let requested: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
-                let supported: Vec<&str> = requested.iter().copied().filter(|g| SUPPORTED_GRANTS.contains(g)).collect();
+                let asked: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+                let supported: Vec<&str> = grants.iter().copied().filter(|g| asked.contains(g)).collect();
                 if supported.is_empty() {
                     return Err(RegistrationError::metadata(format!(
-                        "none of the grant_types {requested:?} is supported; use client_credentials or {GRANT_JWT_BEARER}"
+                        "none of the grant_types {asked:?} is available to this client; available: {grants:?}"
                     )));
                 }
                 supported
             }
             Some(_) => return Err(RegistrationError::metadata("grant_types must be an array of strings")),
         };
+        let code_flow = grant_types.contains(&GRANT_AUTHORIZATION_CODE);
+        if public && grant_types.iter().any(|g| *g == GRANT_CLIENT_CREDENTIALS || *g == GRANT_JWT_BEARER) {
+            return Err(RegistrationError::metadata("a public client (none) cannot use client_credentials or jwt-bearer"));
+        }
+        if grant_types.contains(&GRANT_REFRESH_TOKEN) && !code_flow {
+            return Err(RegistrationError::metadata("refresh_token goes with authorization_code"));
+        }
+        match requested.get("response_types") {
+            None => {}
+            Some(Value::Array(items)) if items.iter().all(|v| v.as_str() == Some("code")) && !items.is_empty() && code_flow => {}
+            Some(_) => {
+                return Err(RegistrationError::metadata(
+                    "response_types must be [\"code\"], with the authorization_code grant (no implicit or hybrid flows)",
+                ))
+            }
+        }
+        let redirect_uris: Vec<String> = match requested.get("redirect_uris") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let uri = item
+                        .as_str()
+                        .ok_or_else(|| RegistrationError::new(super::error::RegistrationErrorCode::InvalidRedirectUri, "redirect_uris must be strings"))?;
+                    crate::config::check_redirect_uri(uri)
+                        .map_err(|e| RegistrationError::new(super::error::RegistrationErrorCode::InvalidRedirectUri, e))?;
+                    out.push(uri.to_string());
+                }
+                out
+            }
+            Some(_) => {
+                return Err(RegistrationError::new(
+                    super::error::RegistrationErrorCode::InvalidRedirectUri,
+                    "redirect_uris must be an array of URIs",
+                ))
+            }
+        };
+        if code_flow && redirect_uris.is_empty() {
+            return Err(RegistrationError::new(
+                super::error::RegistrationErrorCode::InvalidRedirectUri,
+                "the authorization_code grant needs redirect_uris",
+            ));
+        }
         // A requested scope narrows what the client may get; it never widens it.
-        let scope = match body.get("scope").and_then(Value::as_str) {
-            Some(requested) => {
-                let requested = ScopeSet::parse(requested)
-                    .map_err(|e| RegistrationError::metadata(format!("scope: {e}")))?;
-                let granted: Vec<String> = requested
+        let scope = match requested.get("scope").and_then(Value::as_str) {
+            Some(asked) => {
+                let asked = ScopeSet::parse(asked).map_err(|e| RegistrationError::metadata(format!("scope: {e}")))?;
+                let granted: Vec<String> = asked
                     .iter()
                     .filter(|s| allowed.iter().any(|a| a.covers(s)))
                     .map(ToString::to_string)
@@ -290,7 +355,13 @@ impl Registrar {
         if let Some(statement) = source.get("software_statement") {
             metadata.insert("software_statement".into(), statement.clone());
         }
-        metadata.insert("token_endpoint_auth_method".into(), json!(AUTH_METHOD));
+        if !redirect_uris.is_empty() {
+            metadata.insert("redirect_uris".into(), json!(redirect_uris));
+        }
+        if code_flow {
+            metadata.insert("response_types".into(), json!(["code"]));
+        }
+        metadata.insert("token_endpoint_auth_method".into(), json!(if public { "none" } else { AUTH_METHOD }));
         metadata.insert("grant_types".into(), json!(grant_types));
         metadata.insert("scope".into(), json!(scope));
         Ok(metadata)

@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub struct EndpointThrottle {
     register: Option<KeyedLimiter<AddressKey>>,
     token: Option<KeyedLimiter<AddressKey>>,
+    login: Option<KeyedLimiter<AddressKey>>,
     metrics: Arc<Metrics>,
 }
 
@@ -24,15 +25,17 @@ impl EndpointThrottle {
         EndpointThrottle {
             register: limiter(&limits.register),
             token: limiter(&limits.token),
+            login: limiter(&limits.login),
             metrics,
         }
     }
 
     /// `Some(reply)` when a request from `client` to `endpoint` must be refused.
-    pub fn check(&self, endpoint: Endpoint, client: Option<IpAddr>) -> Option<Reply> {
+    pub fn check(&self, endpoint: Endpoint, method: &http::Method, client: Option<IpAddr>) -> Option<Reply> {
         let (limiter, rule) = match endpoint {
             Endpoint::Register => (self.register.as_ref()?, "register"),
             Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => (self.token.as_ref()?, "token"),
+            Endpoint::Login if *method == http::Method::POST => (self.login.as_ref()?, "login"),
             _ => return None,
         };
         let key = AddressKey::of(client?);

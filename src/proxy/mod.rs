@@ -36,6 +36,8 @@ use strict::HeadLimits;
 /// Identity headers set for the upstream; copies sent by clients are always removed.
 pub const CLIENT_ID_HEADER: &str = "X-OADA-Client-Id";
 pub const SCOPE_HEADER: &str = "X-OADA-Scope";
+/// The person a token is for; absent on a client's own tokens.
+pub const USER_ID_HEADER: &str = "X-OADA-User-Id";
 
 /// How many servers one request may try (the first, and one retry on another server).
 const MAX_ATTEMPTS: usize = 2;
@@ -136,7 +138,7 @@ impl Proxy {
 
     /// Reads the (bounded) body of a request to a hosted endpoint and lets the endpoint answer.
     async fn serve_hosted(&self, endpoint: Endpoint, session: &mut Session) -> Reply {
-        let body = if endpoint.takes_body() {
+        let body = if endpoint.takes_body(&session.req_header().method) {
             let deadline = HOSTED_BODY_DEADLINE.min(self.gw.config.server.downstream.body_timeout);
             match read_body(session, MAX_BODY_BYTES, deadline).await {
                 Ok(body) => body,
@@ -150,6 +152,7 @@ impl Proxy {
         let request = HostedRequest {
             method: &req.method,
             headers: &req.headers,
+            query: req.uri.query(),
             body,
             now: unix_now(),
             client_ip,
@@ -335,6 +338,7 @@ impl ProxyHttp for Proxy {
         strict::normalize_upstream(upstream_request, &self.own_host)?;
         upstream_request.remove_header(CLIENT_ID_HEADER);
         upstream_request.remove_header(SCOPE_HEADER);
+        upstream_request.remove_header(USER_ID_HEADER);
         if let Some(route) = self.route(ctx) {
             if !route.forward_authorization {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
@@ -343,6 +347,9 @@ impl ProxyHttp for Proxy {
         if let Some(grant) = &ctx.grant {
             upstream_request.insert_header(CLIENT_ID_HEADER, grant.client_id_header.clone())?;
             upstream_request.insert_header(SCOPE_HEADER, grant.scope_header.clone())?;
+            if let Some(user) = &grant.user_id_header {
+                upstream_request.insert_header(USER_ID_HEADER, user.clone())?;
+            }
         }
         // never forward a query-string token
         if self.gw.authorizer.allows_query_token() {

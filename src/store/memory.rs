@@ -1,6 +1,9 @@
 //! The in-memory store: bounded tables in this process.
 
-use super::{Registration, Store, StoreError};
+use super::{
+    CodeGrant, CodeUse, LoginFailures, PendingAuthorization, Registration, RefreshFamily, RefreshUse, RevocationList, Revoked,
+    Session, Store, StoreError,
+};
 use crate::ids::unix_now;
 use async_trait::async_trait;
 use std::cmp::Reverse;
@@ -85,6 +88,33 @@ impl<V: Clone> ExpiringMap<V> {
         Ok(())
     }
 
+    /// Sets `key` (new or not) until `expires_at`; a full table refuses new keys.
+    pub fn put(&self, key: &str, value: V, expires_at: u64, now: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.purge(now);
+        if !inner.live.contains_key(key) && inner.live.len() >= self.capacity {
+            return Err(StoreError::Full(self.name));
+        }
+        let key: Arc<str> = key.into();
+        inner.live.insert(key.clone(), (expires_at, value));
+        inner.by_expiry.push(Reverse((expires_at, key)));
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &str) {
+        self.lock().live.remove(key);
+    }
+
+    /// Changes a live `key`'s value in place, under the table's lock (so the read and the write
+    /// are one step); `None` when the key is not live.
+    pub fn update<R>(&self, key: &str, now: u64, change: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let mut inner = self.lock();
+        match inner.live.get_mut(key) {
+            Some((exp, value)) if *exp > now => Some(change(value)),
+            _ => None,
+        }
+    }
+
     /// The value of a live `key`.
     pub fn get(&self, key: &str, now: u64) -> Option<V> {
         let inner = self.lock();
@@ -108,10 +138,31 @@ impl<V: Clone> ExpiringMap<V> {
 /// A set of expiring keys.
 pub type ExpiringSet = ExpiringMap<()>;
 
+/// Bounds of the in-memory tables that have no setting of their own.
+const MAX_PENDING: usize = 100_000;
+const MAX_SESSIONS: usize = 1_000_000;
+const MAX_CONSENTS: usize = 1_000_000;
+const MAX_CODES: usize = 100_000;
+const MAX_REFRESH: usize = 1_000_000;
+const MAX_LOGIN_FAILURE_KEYS: usize = 100_000;
+/// Revocations are authenticated and bounded by the number of live tokens.
+const MAX_REVOCATIONS: usize = 10_000_000;
+
 pub struct MemoryStore {
     registrations: ExpiringMap<Arc<Registration>>,
     assertions: ExpiringSet,
-    revocations: ExpiringSet,
+    revocations: Arc<RevocationList>,
+    pending: ExpiringMap<PendingAuthorization>,
+    sessions: ExpiringMap<Session>,
+    consents: ExpiringMap<String>,
+    /// A code's grant and whether it was used.
+    codes: ExpiringMap<(CodeGrant, bool)>,
+    /// Refresh tokens (by hash): their family and generation.
+    refresh_tokens: ExpiringMap<(String, u32)>,
+    refresh_families: ExpiringMap<RefreshFamily>,
+    /// Held across a rotation, which reads and writes both refresh tables.
+    rotation: Mutex<()>,
+    login_failures: ExpiringMap<LoginFailures>,
 }
 
 impl MemoryStore {
@@ -119,8 +170,15 @@ impl MemoryStore {
         MemoryStore {
             registrations: ExpiringMap::new("registration", max_registrations as usize),
             assertions: ExpiringSet::new("assertion replay", max_assertions as usize),
-            // Revocations are authenticated and bounded by the number of live tokens.
-            revocations: ExpiringSet::new("revocation", 10_000_000),
+            revocations: Arc::new(RevocationList::new(MAX_REVOCATIONS)),
+            pending: ExpiringMap::new("pending authorization", MAX_PENDING),
+            sessions: ExpiringMap::new("session", MAX_SESSIONS),
+            consents: ExpiringMap::new("consent", MAX_CONSENTS),
+            codes: ExpiringMap::new("authorization code", MAX_CODES),
+            refresh_tokens: ExpiringMap::new("refresh token", MAX_REFRESH),
+            refresh_families: ExpiringMap::new("refresh token family", MAX_REFRESH),
+            rotation: Mutex::new(()),
+            login_failures: ExpiringMap::new("login failure", MAX_LOGIN_FAILURE_KEYS),
         }
     }
 }
@@ -149,12 +207,150 @@ impl Store for MemoryStore {
         self.assertions.insert_new(id, (), expires_at, unix_now())
     }
 
-    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError> {
-        self.revocations.insert(jti, (), expires_at, unix_now())
+    async fn revoke(&self, revoked: Revoked<'_>, expires_at: u64) -> Result<(), StoreError> {
+        self.revocations
+            .insert(revoked, expires_at, unix_now())
+            .map_err(|_| StoreError::Full("revocation"))
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(self.revocations.contains(jti, unix_now()))
+    fn revocations(&self) -> Arc<RevocationList> {
+        self.revocations.clone()
+    }
+
+    async fn put_pending(&self, id: &str, pending: &PendingAuthorization) -> Result<(), StoreError> {
+        self.pending.put(id, pending.clone(), pending.expires_at, unix_now())
+    }
+
+    async fn pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError> {
+        Ok(self.pending.get(id, unix_now()))
+    }
+
+    async fn delete_pending(&self, id: &str) -> Result<(), StoreError> {
+        self.pending.remove(id);
+        Ok(())
+    }
+
+    async fn put_session(&self, id: &str, session: &Session) -> Result<(), StoreError> {
+        self.sessions.put(id, session.clone(), session.expires_at, unix_now())
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.sessions.get(id, unix_now()))
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.sessions.remove(id);
+        Ok(())
+    }
+
+    async fn put_consent(&self, key: &str, scope: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.consents.put(key, scope.to_string(), expires_at, unix_now())
+    }
+
+    async fn consent(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.consents.get(key, unix_now()))
+    }
+
+    async fn put_code(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StoreError> {
+        let fresh = self.codes.insert_new(code_hash, (grant.clone(), false), grant.expires_at, unix_now())?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(StoreError::Backend("authorization code collision".into()))
+        }
+    }
+
+    async fn peek_code(&self, code_hash: &str) -> Result<Option<(CodeGrant, bool)>, StoreError> {
+        Ok(self.codes.get(code_hash, unix_now()))
+    }
+
+    async fn use_code(&self, code_hash: &str) -> Result<CodeUse, StoreError> {
+        let used = self.codes.update(code_hash, unix_now(), |(grant, used)| {
+            let first = !*used;
+            *used = true;
+            if first {
+                CodeUse::Fresh(grant.clone())
+            } else {
+                CodeUse::Reused(grant.clone())
+            }
+        });
+        Ok(used.unwrap_or(CodeUse::Unknown))
+    }
+
+    async fn put_refresh_family(&self, family: &RefreshFamily, token_hash: &str) -> Result<(), StoreError> {
+        let now = unix_now();
+        let _rotation = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh_families.put(&family.id, family.clone(), family.expires_at, now)?;
+        self.refresh_tokens
+            .put(token_hash, (family.id.clone(), family.current), family.expires_at, now)
+    }
+
+    async fn rotate_refresh(&self, token_hash: &str, new_token_hash: &str, now: u64) -> Result<RefreshUse, StoreError> {
+        let _rotation = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((family_id, generation)) = self.refresh_tokens.get(token_hash, now) else {
+            return Ok(RefreshUse::Unknown);
+        };
+        let Some(mut family) = self.refresh_families.get(&family_id, now) else {
+            return Ok(RefreshUse::Unknown);
+        };
+        if !family.is_live(now) {
+            return Ok(RefreshUse::Unknown);
+        }
+        if generation != family.current {
+            family.revoked = true;
+            self.refresh_families.put(&family.id, family.clone(), family.expires_at, now)?;
+            return Ok(RefreshUse::Reused(family));
+        }
+        family.current += 1;
+        family.last_used = now;
+        self.refresh_tokens
+            .put(new_token_hash, (family.id.clone(), family.current), family.expires_at, now)?;
+        self.refresh_families.put(&family.id, family.clone(), family.expires_at, now)?;
+        Ok(RefreshUse::Rotated(family))
+    }
+
+    async fn refresh_family(&self, token_hash: &str) -> Result<Option<(RefreshFamily, bool)>, StoreError> {
+        let now = unix_now();
+        let Some((family_id, generation)) = self.refresh_tokens.get(token_hash, now) else {
+            return Ok(None);
+        };
+        Ok(self
+            .refresh_families
+            .get(&family_id, now)
+            .map(|f| {
+                let newest = f.current == generation;
+                (f, newest)
+            }))
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str) -> Result<(), StoreError> {
+        let _rotation = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh_families.update(family_id, unix_now(), |f| f.revoked = true);
+        Ok(())
+    }
+
+    async fn add_login_failure(&self, key: &str, now: u64, window: u64) -> Result<LoginFailures, StoreError> {
+        if let Some(f) = self.login_failures.update(key, now, |f| {
+            f.count += 1;
+            f.last_at = now;
+            *f
+        }) {
+            // the window restarts at each failure
+            self.login_failures.put(key, f, now + window, now)?;
+            return Ok(f);
+        }
+        let first = LoginFailures { count: 1, last_at: now };
+        self.login_failures.put(key, first, now + window, now)?;
+        Ok(first)
+    }
+
+    async fn login_failures(&self, key: &str) -> Result<LoginFailures, StoreError> {
+        Ok(self.login_failures.get(key, unix_now()).unwrap_or_default())
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.login_failures.remove(key);
+        Ok(())
     }
 }
 

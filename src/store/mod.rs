@@ -1,11 +1,19 @@
-//! State the gateway keeps between requests, behind one narrow interface: client registrations
-//! made with software statements (pre-agreed partners' registrations carry their own binding and
-//! store nothing, see [`crate::oauth::partner_id`]), used client-assertion `jti`s (replay
-//! protection) and revoked access tokens.
+//! State the gateway keeps between requests, behind one interface: client registrations made
+//! with software statements (pre-agreed partners' registrations carry their own binding and store
+//! nothing, see [`crate::oauth::partner_id`]), used client-assertion `jti`s (replay protection),
+//! revocations, and what the user-delegated flow keeps (pending authorization requests, sessions,
+//! consents, codes, refresh-token families, failed sign-ins). Every entry expires; whatever must
+//! happen once happens atomically.
 //!
 //! [`memory::MemoryStore`] is the default. Nothing outside this module knows which backend runs.
 
 pub mod memory;
+pub mod records;
+pub mod revocations;
+
+pub use records::{CodeGrant, CodeUse, LoginFailures, PendingAuthorization, RefreshFamily, RefreshUse, Session};
+pub use revocations::{RevocationList, Revoked};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -49,6 +57,8 @@ pub enum StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // --- clients and assertions -------------------------------------------------------------
+
     /// Saves a registration until its `expires_at`; [`StoreError::Full`] rather than dropping
     /// another live registration.
     async fn put_registration(&self, registration: &Registration) -> Result<(), StoreError>;
@@ -60,8 +70,51 @@ pub trait Store: Send + Sync + 'static {
     /// when the identifier is already recorded: the assertion is a replay.
     async fn remember_assertion(&self, id: &str, expires_at: u64) -> Result<bool, StoreError>;
 
-    /// Marks an access token (by `jti`) revoked until it would have expired anyway.
-    async fn revoke(&self, jti: &str, expires_at: u64) -> Result<(), StoreError>;
+    // --- revocations ------------------------------------------------------------------------
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Revokes an access token (by `jti`) or a grant (by grant id) until `expires_at`, when what
+    /// it revokes would have expired anyway. Reaches [`Store::revocations`] of every process
+    /// sharing the store.
+    async fn revoke(&self, revoked: Revoked<'_>, expires_at: u64) -> Result<(), StoreError>;
+
+    /// The revocations this process knows of, checked in memory by the proxy.
+    fn revocations(&self) -> Arc<RevocationList>;
+
+    // --- the user-delegated flow ------------------------------------------------------------
+
+    async fn put_pending(&self, id: &str, pending: &PendingAuthorization) -> Result<(), StoreError>;
+    async fn pending(&self, id: &str) -> Result<Option<PendingAuthorization>, StoreError>;
+    async fn delete_pending(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Sessions by the hash of their cookie value.
+    async fn put_session(&self, id: &str, session: &Session) -> Result<(), StoreError>;
+    async fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    async fn delete_session(&self, id: &str) -> Result<(), StoreError>;
+
+    /// The scope a person consented to for a client (`key`: person and client), until `expires_at`.
+    async fn put_consent(&self, key: &str, scope: &str, expires_at: u64) -> Result<(), StoreError>;
+    async fn consent(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Codes by their hash, until the grant's `expires_at`.
+    async fn put_code(&self, code_hash: &str, grant: &CodeGrant) -> Result<(), StoreError>;
+    /// The grant of a code and whether it was used, without using it.
+    async fn peek_code(&self, code_hash: &str) -> Result<Option<(CodeGrant, bool)>, StoreError>;
+    /// Marks a code used, atomically: only one caller ever gets [`CodeUse::Fresh`].
+    async fn use_code(&self, code_hash: &str) -> Result<CodeUse, StoreError>;
+
+    /// Starts a refresh-token family with its first token (by hash).
+    async fn put_refresh_family(&self, family: &RefreshFamily, token_hash: &str) -> Result<(), StoreError>;
+    /// Replaces the refresh token `token_hash` with `new_token_hash`, atomically: a token that
+    /// was already replaced revokes its family instead.
+    async fn rotate_refresh(&self, token_hash: &str, new_token_hash: &str, now: u64) -> Result<RefreshUse, StoreError>;
+    /// The family of a refresh token and whether the token is its newest (introspection,
+    /// revocation).
+    async fn refresh_family(&self, token_hash: &str) -> Result<Option<(RefreshFamily, bool)>, StoreError>;
+    /// Ends a family (its grant's access tokens are revoked separately).
+    async fn revoke_refresh_family(&self, family_id: &str) -> Result<(), StoreError>;
+
+    /// Counts a failed sign-in for `key` (a username or an address) within `window` seconds.
+    async fn add_login_failure(&self, key: &str, now: u64, window: u64) -> Result<LoginFailures, StoreError>;
+    async fn login_failures(&self, key: &str) -> Result<LoginFailures, StoreError>;
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -17,7 +17,7 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessTokenClaims {
     pub iss: String,
-    /// The client the token was issued to (client credentials: no user).
+    /// The person the token is for, or (client credentials) the client itself.
     pub sub: String,
     pub client_id: String,
     pub aud: String,
@@ -25,6 +25,21 @@ pub struct AccessTokenClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// When the person signed in; present exactly on tokens issued for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The grant (code or refresh-token family) the token was issued from; revoking the grant
+    /// revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+}
+
+/// Who a token is for, beside its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person<'a> {
+    pub user_id: &'a str,
+    pub auth_time: u64,
+    pub grant_id: &'a str,
 }
 
 /// A freshly signed access token.
@@ -62,17 +77,24 @@ impl TokenIssuer {
         self.lifetime
     }
 
-    /// Issues a token for `client_id` with `scope`, valid from `now` (Unix seconds).
+    /// Issues a token for `client_id` itself with `scope`, valid from `now` (Unix seconds).
     pub fn issue(&self, client_id: &str, scope: &ScopeSet, now: u64) -> Result<IssuedToken, SigningError> {
+        self.issue_for(client_id, None, scope, now)
+    }
+
+    /// Issues a token for `client_id`, for `person` when given, with `scope`.
+    pub fn issue_for(&self, client_id: &str, person: Option<&Person<'_>>, scope: &ScopeSet, now: u64) -> Result<IssuedToken, SigningError> {
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
-            sub: client_id.to_string(),
+            sub: person.map_or(client_id, |p| p.user_id).to_string(),
             client_id: client_id.to_string(),
             aud: self.audience.clone(),
             scope: scope.to_string(),
             iat: now,
             exp: now + self.lifetime.as_secs(),
             jti: random_id(16),
+            auth_time: person.map(|p| p.auth_time),
+            grant_id: person.map(|p| p.grant_id.to_string()),
         };
         let token = self.sign(&claims)?;
         Ok(IssuedToken {

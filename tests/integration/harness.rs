@@ -343,6 +343,8 @@ impl Gateway {
             iat: now,
             exp: now + 600,
             jti: oada_gateway::ids::random_id(16),
+            auth_time: None,
+            grant_id: None,
         }
     }
 
@@ -484,6 +486,13 @@ impl Drop for StaticJson {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Config of one upstream at `addr` (no health checks) behind one open route `/`.
+pub fn open_route(addr: SocketAddr) -> String {
+    format!(
+        "upstreams:\n  api:\n    servers: [{addr}]\n    health_check: {{type: none}}\nroutes:\n  - path: /\n    auth: none\n    upstream: api\n"
+    )
 }
 
 /// Polls `check` every 50 ms until it holds, for at most `within`.

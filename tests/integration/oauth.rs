@@ -200,7 +200,9 @@ async fn discovery_documents_and_jwks() {
         assert!(methods.contains(&json!(m)), "{m}");
     }
     let algs = oada["token_endpoint_auth_signing_alg_values_supported"].as_array().unwrap();
-    assert!(algs.contains(&json!("RS256")) && !algs.contains(&json!("none")) && !algs.contains(&json!("HS256")));
+    assert!(algs.contains(&json!("RS256")) && !algs.contains(&json!("none")));
+    // HMAC only for client_secret_jwt, which a client with a secret from the environment may use
+    assert!(methods.contains(&json!("client_secret_jwt")) && algs.contains(&json!("HS256")));
     assert!(oada["scopes_supported"].as_array().unwrap().contains(&json!("weather.observations:read")));
 
     let meta: Value = client().get(gw.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();

@@ -1,6 +1,8 @@
 //! Turns the raw file format into the validated [`Config`], collecting every error. Each
 //! section with enough rules of its own has a file here.
 
+mod authorization;
+pub(crate) mod clients;
 mod sections;
 mod server;
 
@@ -189,6 +191,13 @@ impl Builder {
         }
         let server = self.server(&raw.server);
         let limits = self.limits(&raw.limits);
+        let authorization = raw.authorization.as_ref().and_then(|a| self.authorization(a));
+        if authorization.is_none() && clients.iter().any(|c| c.grant_types.authorization_code) {
+            self.diag.error(
+                "authorization",
+                "clients with redirect_uris need the authorization section (users_file and its settings)",
+            );
+        }
 
         if self.diag.has_errors() {
             return Err(self.diag.finish());
@@ -216,6 +225,7 @@ impl Builder {
             token_endpoint,
             server,
             limits,
+            authorization,
         })
     }
 
@@ -346,151 +356,6 @@ impl Builder {
             }
         }
         ScopeSet::from_iter_str(ok).unwrap_or_default()
-    }
-
-    fn clients(&mut self, raw: &[RawClient]) -> Vec<ConfiguredClient> {
-        let mut names = HashSet::new();
-        let mut ids = HashSet::new();
-        let mut out = Vec::new();
-        for (i, c) in raw.iter().enumerate() {
-            let key = format!("clients[{i}]");
-            if c.name.trim().is_empty() {
-                self.diag.error(format!("{key}.name"), "must not be empty");
-            } else if !names.insert(c.name.clone()) {
-                self.diag
-                    .error(format!("{key}.name"), format!("`{}` is used by another client", c.name));
-            }
-            let scopes = self.scopes(&format!("{key}.scopes"), &c.scopes);
-            if c.scopes.is_empty() {
-                self.diag.error(
-                    format!("{key}.scopes"),
-                    "list what the client may be granted, e.g. [weather.observations:read]",
-                );
-            }
-            let document = c
-                .registration_file
-                .as_ref()
-                .and_then(|f| self.client_document(&format!("{key}.registration_file"), f));
-            let secret = self.client_secret(&key, c);
-            if c.registration_file.is_none() && c.client_secret_env.is_none() && c.client_secret_hash.is_none() {
-                self.diag.error(
-                    key.clone(),
-                    "a client needs a registration_file (its registration document with public keys) or a client secret",
-                );
-            }
-            if let Some(id) = &c.client_id {
-                if id.len() < 3 || !id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-                    self.diag.error(
-                        format!("{key}.client_id"),
-                        "must be at least 3 printable characters without spaces",
-                    );
-                } else if !ids.insert(id.clone()) {
-                    self.diag
-                        .error(format!("{key}.client_id"), format!("`{id}` is used by another client"));
-                }
-            } else if secret.is_some() {
-                self.diag.error(
-                    format!("{key}.client_id"),
-                    "a client with a secret needs a fixed client_id to authenticate with",
-                );
-            }
-            if let Some(doc) = &document {
-                // A registration is matched to a partner by its keys: no key may belong to two.
-                let clash = out.iter().find(|other: &&ConfiguredClient| {
-                    other.document.as_ref().is_some_and(|o| {
-                        o.thumbprints.iter().any(|t| doc.thumbprints.contains(t))
-                            || matches!((&o.keys, &doc.keys), (ClientKeys::JwksUri(a), ClientKeys::JwksUri(b)) if a == b)
-                    })
-                });
-                if let Some(other) = clash {
-                    self.diag.error(
-                        format!("{key}.registration_file"),
-                        format!("shares a key with client `{}`; each partner needs its own keys", other.name),
-                    );
-                }
-            }
-            out.push(ConfiguredClient {
-                name: c.name.clone(),
-                document,
-                scopes,
-                client_id: c.client_id.clone(),
-                secret,
-                introspection: c.introspection,
-            });
-        }
-        out
-    }
-
-    fn client_secret(&mut self, key: &str, c: &RawClient) -> Option<ClientSecret> {
-        match (&c.client_secret_env, &c.client_secret_hash) {
-            (Some(_), Some(_)) => {
-                self.diag.error(
-                    format!("{key}.client_secret_env"),
-                    "give either client_secret_env or client_secret_hash, not both",
-                );
-                None
-            }
-            (Some(var), None) => match std::env::var(var) {
-                Ok(value) if value.len() >= 16 => Some(ClientSecret::Plain {
-                    env_var: var.clone(),
-                    value,
-                }),
-                Ok(_) => {
-                    self.diag.error(
-                        format!("{key}.client_secret_env"),
-                        format!("the secret in ${var} is shorter than 16 characters"),
-                    );
-                    None
-                }
-                Err(_) => {
-                    self.diag.error(
-                        format!("{key}.client_secret_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                    None
-                }
-            },
-            (None, Some(phc)) => match argon2::PasswordHash::new(phc) {
-                Ok(h) if h.algorithm.as_str().starts_with("argon2") => Some(ClientSecret::Argon2 { phc: phc.clone() }),
-                _ => {
-                    self.diag.error(
-                        format!("{key}.client_secret_hash"),
-                        "expected an Argon2 PHC string ($argon2id$...); make one with `oada-gateway hash-secret`",
-                    );
-                    None
-                }
-            },
-            (None, None) => None,
-        }
-    }
-
-    fn client_document(&mut self, key: &str, file: &str) -> Option<ClientDocument> {
-        let (path, bytes) = self.read_file(key, file)?;
-        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                self.diag
-                    .error_in(&path, "", format!("not a JSON registration document: {e}"));
-                return None;
-            }
-        };
-        let Some(metadata) = value.as_object().cloned() else {
-            self.diag
-                .error_in(&path, "", "a registration document must be a JSON object");
-            return None;
-        };
-        match parse_client_keys(&metadata) {
-            Ok((keys, thumbprints)) => Some(ClientDocument {
-                file: path,
-                metadata,
-                keys,
-                thumbprints,
-            }),
-            Err((member, message)) => {
-                self.diag.error_in(&path, member, message);
-                None
-            }
-        }
     }
 
     fn software_statements(&mut self, raw: &RawSoftwareStatements) -> Option<SoftwareStatementPolicy> {

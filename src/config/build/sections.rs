@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "token_endpoint",
     "server",
     "limits",
+    "authorization",
 ];
 
 struct Reader<'a> {
@@ -149,5 +150,6 @@ pub(super) fn parse(tree: Value, errors: &mut Vec<(String, String)>, failed: &mu
         token_endpoint: r.optional("token_endpoint"),
         server: r.optional("server"),
         limits: r.optional("limits"),
+        authorization: r.optional("authorization"),
     })
 }

@@ -92,6 +92,11 @@ impl Builder {
         };
         let register = self.rate_limit("limits.register", raw.register.as_ref(), default_register);
         let token = self.rate_limit("limits.token", raw.token.as_ref(), default_token);
+        let default_login = Quota {
+            rate: Rate { count: 30, period: Duration::from_secs(60) },
+            burst: 30,
+        };
+        let login = self.rate_limit("limits.login", raw.login.as_ref(), default_login);
         let max_tracked_addresses = raw.max_tracked_addresses.unwrap_or(100_000);
         if max_tracked_addresses < 100 {
             self.diag.error("limits.max_tracked_addresses", "must be at least 100 (e.g. 100000)");
@@ -99,6 +104,7 @@ impl Builder {
         EndpointLimits {
             register,
             token,
+            login,
             max_tracked_addresses,
         }
     }

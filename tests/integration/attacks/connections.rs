@@ -4,24 +4,8 @@
 use crate::harness::*;
 use std::time::{Duration, Instant};
 
-fn config(upstream: &Upstream) -> String {
-    format!(
-        r#"
-upstreams:
-  api:
-    servers: [{}]
-    health_check: {{type: none}}
-routes:
-  - path: /
-    auth: none
-    upstream: api
-"#,
-        upstream.addr
-    )
-}
-
 async fn gateway(upstream: &Upstream, server: &str) -> Gateway {
-    GatewayBuilder::new(&config(upstream)).server(server).start().await
+    GatewayBuilder::new(&open_route(upstream.addr)).server(server).start().await
 }
 
 #[tokio::test]
@@ -125,33 +109,37 @@ async fn idle_keepalive_connection_is_closed() {
     assert!(closed);
 }
 
-#[tokio::test]
-async fn slow_body_on_a_proxied_route_gets_408_at_the_deadline() {
-    // an upstream that answers only once it has the whole body
-    let upstream = RawUpstream::start(|_| (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), None)).await;
-    let gw = GatewayBuilder::new(&format!(
-        "upstreams:\n  api:\n    servers: [{}]\n    health_check: {{type: none}}\nroutes:\n  - path: /\n    auth: none\n    upstream: api\n",
-        upstream.addr
-    ))
-    .server("body_timeout: 1s")
-    .start()
-    .await;
-    let mut conn = RawConn::connect(&gw.addr()).await;
-    conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await.unwrap();
+/// Sends a body one byte per `pause` until the gateway answers or closes; returns the answer and
+/// how long it took.
+async fn trickle_body(conn: &mut RawConn, pause: Duration) -> (String, Duration) {
     let started = Instant::now();
     let mut response = String::new();
     for _ in 0..100 {
         if conn.send(b"a").await.is_err() {
             break;
         }
-        let (got, closed) = conn.read_until_closed(Duration::from_millis(200)).await;
+        let (got, closed) = conn.read_until_closed(pause).await;
         response.push_str(&got);
         if closed || !got.is_empty() {
             break;
         }
     }
+    (response, started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_body_on_a_proxied_route_gets_408_at_the_deadline() {
+    // an upstream that answers only once it has the whole body
+    let upstream = RawUpstream::start(|_| (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), None)).await;
+    let gw = GatewayBuilder::new(&open_route(upstream.addr))
+    .server("body_timeout: 1s")
+    .start()
+    .await;
+    let mut conn = RawConn::connect(&gw.addr()).await;
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n").await.unwrap();
+    let (response, elapsed) = trickle_body(&mut conn, Duration::from_millis(200)).await;
     assert_eq!(status_of(&response), 408, "got: {response}");
-    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+    assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}");
 }
 
 #[tokio::test]
@@ -162,20 +150,9 @@ async fn slow_body_to_the_token_endpoint_gets_408_at_the_deadline() {
     conn.send(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n")
         .await
         .unwrap();
-    let started = Instant::now();
-    let mut response = String::new();
-    for _ in 0..100 {
-        if conn.send(b"a").await.is_err() {
-            break;
-        }
-        let (got, closed) = conn.read_until_closed(Duration::from_millis(300)).await;
-        response.push_str(&got);
-        if closed || !got.is_empty() {
-            break;
-        }
-    }
+    let (response, elapsed) = trickle_body(&mut conn, Duration::from_millis(200)).await;
     assert_eq!(status_of(&response), 408, "got: {response}");
-    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+    assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}");
 }
 
 #[tokio::test]

@@ -153,12 +153,7 @@ async fn unsolicited_switching_protocols_from_the_upstream_is_a_502() {
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec(), None)
     })
     .await;
-    let gw = GatewayBuilder::new(&format!(
-        "upstreams:\n  api:\n    servers: [{}]\n    health_check: {{type: none}}\nroutes:\n  - path: /\n    auth: none\n    upstream: api\n",
-        upstream.addr
-    ))
-    .start()
-    .await;
+    let gw = GatewayBuilder::new(&open_route(upstream.addr)).start().await;
     let response = exchange(&gw, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status_of(&response), 502, "{response}");
     assert!(response.contains("switched protocols"), "{response}");
