@@ -9,3 +9,4 @@ mod oauth;
 mod proxy_auth;
 mod proxy_upstreams;
 mod remote_keys;
+mod user_flow;
