@@ -218,35 +218,49 @@ impl AsyncRead for GuardedStream {
             return this.poll_refusal(cx);
         }
         let phase = this.conn.phase.load(Ordering::Relaxed);
-        if let Some(deadline) = this.conn.deadline() {
-            if this.armed_for != Some(deadline) {
-                this.timer.as_mut().reset(deadline.into());
-                this.armed_for = Some(deadline);
+        let deadline = this.conn.deadline();
+        let result = if phase == REQUEST {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            match this.read_head(cx, buf, phase) {
+                Some(result) => result,
+                None => return this.poll_refusal(cx),
             }
-            if this.timer.as_mut().poll(cx).is_ready() {
-                return this.deadline_passed(cx, phase);
+        };
+        match (result, deadline) {
+            (Poll::Pending, Some(deadline)) => {
+                // about to wait: the deadline must wake the task
+                if this.deadline_expired(cx, deadline) {
+                    return this.deadline_passed(cx, phase);
+                }
+                Poll::Pending
             }
+            (Poll::Ready(Ok(())), Some(deadline)) if Instant::now() >= deadline => {
+                // bytes keep coming, but too late: a trickle does not extend the deadline
+                this.deadline_passed(cx, phase)
+            }
+            (result, _) => result,
         }
-        if phase == REQUEST {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        // Reading a request head: never hand Pingora more than the budget. If it asks for more,
-        // the head did not end within the budget.
-        let used = this.conn.head_bytes.load(Ordering::Relaxed);
-        let budget = this.guard.max_header_bytes().saturating_sub(used);
+    }
+}
+
+impl GuardedStream {
+    /// Reads part of a request head: never more than the budget gives Pingora. `None`: Pingora
+    /// asked for more than the budget, the head is too large (the refusal is set up).
+    fn read_head(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, phase: u8) -> Option<Poll<io::Result<()>>> {
+        let used = self.conn.head_bytes.load(Ordering::Relaxed);
+        let budget = self.guard.max_header_bytes().saturating_sub(used);
         if budget == 0 {
-            let limit = this.guard.max_header_bytes();
-            this.refuse(
-                431,
-                "header_too_large",
-                format!("the request head is larger than {limit} bytes"),
-            );
-            return this.poll_refusal(cx);
+            let limit = self.guard.max_header_bytes();
+            self.refuse(431, "header_too_large", format!("the request head is larger than {limit} bytes"));
+            return None;
         }
         let n = {
             let mut limited = buf.take(budget);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
-            limited.filled().len()
+            match Pin::new(&mut self.inner).poll_read(cx, &mut limited) {
+                Poll::Ready(Ok(())) => limited.filled().len(),
+                other => return Some(other),
+            }
         };
         // SAFETY: `limited` was a view of `buf`'s unfilled part; the inner reader initialized and
         // filled its first `n` bytes.
@@ -255,11 +269,38 @@ impl AsyncRead for GuardedStream {
         if n > 0 {
             if used == 0 && phase == HEAD_REUSED {
                 // the next request started: its head must be complete within the header timeout
-                this.conn.set_deadline_in(this.conn.header_timeout);
+                self.conn.set_deadline_in(self.conn.header_timeout);
             }
-            this.conn.head_bytes.fetch_add(n, Ordering::Relaxed);
+            self.conn.head_bytes.fetch_add(n, Ordering::Relaxed);
         }
-        Poll::Ready(Ok(()))
+        Some(Poll::Ready(Ok(())))
+    }
+
+    /// Has `deadline` passed? Otherwise makes sure the timer wakes the task by then. The timer is
+    /// only moved when the deadline is earlier than where it is set: on a keep-alive connection
+    /// the next deadline is usually later, and an early wake-up just sets it again, so a request
+    /// costs no timer operation.
+    fn deadline_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        loop {
+            match self.armed_for {
+                Some(armed) if armed <= deadline => {}
+                _ => {
+                    self.timer.as_mut().reset(deadline.into());
+                    self.armed_for = Some(deadline);
+                }
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            // the timer fired for an earlier deadline that has since moved on
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.armed_for = None;
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! (`POST`, fields `username`, `password`, `request`, `csrf`).
 //!
 //! Password guessing is slowed down per username and per client address: after
-//! `authorization.login.max_failures_*` failures within the window, each further attempt must wait
-//! twice as long as the one before (up to `max_delay`) and is refused with 429 until then. The
+//! `authorization.login.max_failures_*` failures within the window, the next attempt must wait
+//! 5 seconds, each further one twice as long as the one before (up to `max_delay`), and is refused
+//! with 429 until then. The
 //! password check takes as long for unknown usernames as for known ones, with the gateway's bounded
 //! Argon2 work. Signing in replaces the browser's session (and cookie).
 
@@ -16,13 +17,16 @@ use crate::reply::Reply;
 use crate::store::{LoginFailures, PendingAuthorization, StoreError};
 use std::time::Duration;
 
+/// The first wait once the allowed failures are used up.
+const FIRST_DELAY_SECS: u64 = 5;
+
 /// How long `failures` make the next attempt wait, from the last failure.
 fn delay(failures: &LoginFailures, allowed: u32, max: Duration) -> Duration {
     if failures.count < allowed {
         return Duration::ZERO;
     }
     let doublings = (failures.count - allowed).min(20);
-    Duration::from_secs(1u64 << doublings).min(max)
+    Duration::from_secs(FIRST_DELAY_SECS << doublings).min(max)
 }
 
 fn login_page(flow: &UserFlow, request_id: &str, pending: &PendingAuthorization, client_name: &str, username: &str, error: Option<&str>, status: u16) -> Reply {
@@ -157,8 +161,8 @@ mod tests {
         let max = Duration::from_secs(900);
         let f = |count| LoginFailures { count, last_at: 0 };
         assert_eq!(delay(&f(4), 5, max), Duration::ZERO);
-        assert_eq!(delay(&f(5), 5, max), Duration::from_secs(1));
-        assert_eq!(delay(&f(7), 5, max), Duration::from_secs(4));
+        assert_eq!(delay(&f(5), 5, max), Duration::from_secs(5));
+        assert_eq!(delay(&f(7), 5, max), Duration::from_secs(20));
         assert_eq!(delay(&f(60), 5, max), max);
     }
 }

@@ -15,7 +15,7 @@ fn root() -> PathBuf {
 }
 
 /// Installs the clients once; a failure here is a test failure with the installer's output.
-fn ensure_clients() {
+pub fn ensure_clients() {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let result = READY.get_or_init(|| {
         let out = Command::new("bash")
@@ -138,4 +138,60 @@ async fn oada_certs_software_statement_is_registered_and_used() {
         metric_value(&metrics, "oada_gateway_tokens_issued_total{client=\"software_statement\",grant_type=\"client_credentials\"}"),
         1.0
     );
+}
+
+#[tokio::test]
+async fn python_authlib_runs_the_code_flow_with_pkce_private_key_jwt_and_refresh() {
+    let f = crate::user_flow::flow().await;
+    let key = write(f.gw.dir.path(), "fieldscout/key.pem", &f.partner.pem);
+    let result = run_client(
+        root().join("target/interop-venv/bin/python"),
+        vec![
+            root().join("tests/interop/authlib_code_flow.py").to_string_lossy().into(),
+            f.gw.issuer.clone(),
+            "fieldscout-web".into(),
+            key.to_string_lossy().into(),
+            "fs-1".into(),
+            f.live_redirect.clone(),
+            "frank".into(),
+            crate::user_flow::PASSWORD.into(),
+            f.gw.url("/stations"),
+        ],
+    )
+    .await;
+    assert_eq!(result["state_matches"], true, "{result}");
+    assert_eq!(result["token_type"], "Bearer");
+    assert_eq!(result["scope"], "weather.stations:read");
+    assert_eq!(result["has_refresh_token"], true);
+    assert_eq!(result["resource_status"], 200);
+    assert_eq!(result["refreshed_rotated"], true);
+    assert_eq!(result["refreshed_status"], 200);
+    let seen = f.upstream.requests();
+    assert!(seen.iter().all(|r| r.header("x-oada-user-id") == Some("frank")), "the API saw the person");
+    let metrics = f.gw.metrics().await;
+    assert_eq!(metric_value(&metrics, r#"oada_gateway_tokens_issued_total{client="fieldscout",grant_type="authorization_code"}"#), 1.0);
+    assert_eq!(metric_value(&metrics, r#"oada_gateway_tokens_issued_total{client="fieldscout",grant_type="refresh_token"}"#), 1.0);
+}
+
+#[tokio::test]
+async fn node_openid_client_runs_the_code_flow_as_a_public_client() {
+    let f = crate::user_flow::flow().await;
+    let result = run_client(
+        PathBuf::from("node"),
+        vec![
+            root().join("tests/interop/node/openid_client_code_flow.mjs").to_string_lossy().into(),
+            f.gw.issuer.clone(),
+            "mobile-app".into(),
+            f.live_redirect.clone(),
+            "grace".into(),
+            crate::user_flow::PASSWORD.into(),
+            f.gw.url("/stations"),
+        ],
+    )
+    .await;
+    assert_eq!(result["token_type"].as_str().map(str::to_ascii_lowercase), Some("bearer".into()), "{result}");
+    assert_eq!(result["scope"], "weather.stations:read");
+    assert_eq!(result["resource_status"], 200);
+    assert!(!result["reused_or_no_verifier_error"].is_null(), "a second exchange of the code is refused: {result}");
+    assert_eq!(f.upstream.requests()[0].header("x-oada-user-id"), Some("grace"));
 }

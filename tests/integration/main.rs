@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway binary in front of a real upstream, over real sockets.
 
 mod attacks;
+mod browser;
 mod config_check;
 mod harness;
 mod interop;

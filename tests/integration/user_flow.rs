@@ -110,6 +110,9 @@ pub fn pkce_pair() -> (String, String) {
 }
 
 pub struct Flow {
+    /// A redirect URI on a free loopback port, for clients that serve their own callback.
+    pub live_redirect: String,
+    pub live_port: u16,
     pub gw: Gateway,
     pub upstream: Upstream,
     pub partner: PartnerFixture,
@@ -123,6 +126,8 @@ pub async fn flow_with(extra_authorization: &str) -> Flow {
     let partner = PartnerFixture::new(Algorithm::RS256, "fs-1", "fieldscout");
     let provider = StaticJson::start().await;
     let discovered = PartnerFixture::new(Algorithm::RS256, "qexmza78sa3wcjxc8Fx", "discovered");
+    let live_port = free_port();
+    let live_redirect = format!("http://127.0.0.1:{live_port}/callback");
     let provider_host = provider.addr.to_string();
     let discovered_id = format!("9jd292@{provider_host}");
     provider.set("/.well-known/oada-configuration", &json!({"client_discovery": provider.url("/discover")}));
@@ -132,7 +137,7 @@ pub async fn flow_with(extra_authorization: &str) -> Flow {
             "clientId": discovered_id,
             "name": "Field Scout",
             "contact": "clientdiscoveryquestions@fieldscout.example",
-            "redirectUrls": [REDIRECT],
+            "redirectUrls": [REDIRECT, live_redirect],
             "licenses": [{"licenseid": "oada-dev-1", "name": "OADA Standard Developer Agreement v1"}],
             "keys": discovered.doc["jwks"]["keys"],
             "puc": "https://fieldscout.example/privacy_and_use_components.html"
@@ -151,14 +156,14 @@ clients:
     client_id: fieldscout-web
     registration_file: clients/fs.json
     scopes: [weather.stations:read, weather.observations:read]
-    redirect_uris: ["{REDIRECT}", "https://fieldscout.example/cb"]
+    redirect_uris: ["{REDIRECT}", "https://fieldscout.example/cb", "{live_redirect}"]
     display_name: Field Scout Web
     policy_uri: https://fieldscout.example/privacy
   - name: mobile
     client_id: mobile-app
     token_endpoint_auth_method: none
     scopes: [weather.stations:read]
-    redirect_uris: ["{REDIRECT}"]
+    redirect_uris: ["{REDIRECT}", "{live_redirect}"]
   - name: secretapp
     client_id: secret-app
     client_secret_env: SECRET_APP
@@ -195,6 +200,8 @@ routes:
         .start()
         .await;
     Flow {
+        live_redirect,
+        live_port,
         gw,
         upstream,
         partner,
