@@ -14,6 +14,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY templates ./templates
 COPY benches ./benches
 RUN cargo build --release --locked --bin oada-gateway \
  && strip target/release/oada-gateway

@@ -68,6 +68,31 @@ pub fn summary(c: &Config) -> String {
         let secret = if cl.secret.is_some() { ", client secret" } else { "" };
         out += &format!("  {}: {keys}{secret}; may get {}\n", cl.name, cl.scopes);
     }
+    if let Some(a) = &c.authorization {
+        out += &format!(
+            "authorization endpoint: {} people from {}; codes live {:?}, PKCE {}; sessions {:?}; refresh tokens {:?} (idle {:?}); consent {}\n",
+            a.users.len(),
+            a.users_file.display(),
+            a.code_lifetime,
+            if a.require_pkce { "required" } else { "optional (public clients still need it)" },
+            a.session_lifetime,
+            a.refresh_token_lifetime,
+            a.refresh_token_idle_lifetime,
+            if a.remember_consent { "remembered" } else { "asked every time" },
+        );
+        if let Some(d) = &a.client_discovery {
+            out += &format!("  client discovery: trusted providers {}; discovered clients may get {}\n", d.trusted_providers.join(", "), d.scopes);
+        }
+        for cl in c.clients.iter().filter(|cl| cl.grant_types.authorization_code) {
+            out += &format!(
+                "  {} ({}): {}, redirect URIs {}\n",
+                cl.display_name,
+                cl.client_id.as_deref().unwrap_or("registered ids"),
+                if cl.public { "public client" } else { "confidential client" },
+                cl.redirect_uris.join(" ")
+            );
+        }
+    }
     if let Some(s) = &c.software_statements {
         let sources: Vec<String> = s
             .trusted

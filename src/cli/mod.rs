@@ -56,8 +56,13 @@ pub enum Command {
         password: bool,
     },
     /// Run the demo: the gateway with this config in front of the sample API, walking a partner
-    /// through registration, token and requests.
-    Demo,
+    /// through the client grant and a farmer's app through the authorization code flow.
+    Demo {
+        /// Keep the gateway, the sample API and a demo app running afterwards, to try the flow in
+        /// a browser.
+        #[arg(long)]
+        serve: bool,
+    },
     /// As a partner: register the registration document and print an access token.
     Token {
         /// The gateway's issuer URL, e.g. http://127.0.0.1:8080.
@@ -113,7 +118,7 @@ pub fn main() -> i32 {
         Command::Check => check::run(&cli.config),
         Command::Keygen { alg, kid, out } => keygen::run(&alg, &kid, &out),
         Command::HashSecret { password } => keygen::hash_secret(password),
-        Command::Demo => demo::run(&cli.config),
+        Command::Demo { serve } => demo::run(&cli.config, serve),
         Command::Token {
             issuer,
             key,

@@ -1,11 +1,17 @@
 //! `oada-gateway demo`: the bundled `gateway.yaml` in front of the sample weather-station API,
-//! walking moisturemapper through the OADA client grant (key, registration, token, data, refusals)
-//! over real HTTP, printing each exchange.
+//! walking through both halves of OADA over real HTTP, printing each exchange: moisturemapper (a
+//! partner company) through the client grant ([`partner`]), then Frank (a farmer) letting the
+//! FieldScout app read his stations through the authorization code flow ([`person`]).
+//! `demo --serve` then keeps everything running, with the FieldScout demo app ([`app`]), so that
+//! a person can try the flow in a browser.
+
+mod app;
+mod partner;
+mod person;
 
 use super::keygen::write_private;
 use crate::config::Config;
 use crate::keys::{generate, SigningKey};
-use crate::partner::PartnerKey;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -15,6 +21,9 @@ use std::time::{Duration, Instant};
 const GATEWAY_KEY: &str = "keys/gw-1.pem";
 const PARTNER_DOC: &str = "clients/moisturemapper.json";
 const PARTNER_KEY: &str = "clients/moisturemapper.key.pem";
+const USERS_FILE: &str = "clients/users.yaml";
+/// The demo people's password, kept beside the users file so that later runs know it.
+const PASSWORD_FILE: &str = "clients/demo-password.txt";
 
 type DemoResult<T> = Result<T, String>;
 
@@ -48,20 +57,41 @@ fn ensure_material(dir: &Path) -> DemoResult<()> {
             .map_err(|e| format!("{}: {e}", doc_path.display()))?;
         println!("   created moisturemapper's private key {PARTNER_KEY} and its registration document {PARTNER_DOC}");
     }
+    let users = dir.join(USERS_FILE);
+    let password_file = dir.join(PASSWORD_FILE);
+    if !users.exists() || !password_file.exists() {
+        let password = format!("corn-{}", crate::ids::random_id(6));
+        let hash = crate::secrets::hash(&password);
+        let text = format!(
+            "# People who can sign in at the demo gateway (created by `oada-gateway demo`).\n\
+             # password_hash: `oada-gateway hash-secret --password`\n\
+             - {{username: frank, name: Frank Farmer, id: frank, password_hash: '{hash}'}}\n\
+             - {{username: grace, name: Grace Grower, id: grace, password_hash: '{hash}'}}\n"
+        );
+        std::fs::write(&users, text).map_err(|e| format!("{}: {e}", users.display()))?;
+        write_private(&password_file, password.as_bytes()).map_err(|e| format!("{}: {e}", password_file.display()))?;
+        println!("   created the demo people frank and grace in {USERS_FILE} (password in {PASSWORD_FILE})");
+    }
     Ok(())
 }
 
-struct Walkthrough {
-    http: reqwest::Client,
-    base: String,
+fn demo_password(dir: &Path) -> DemoResult<String> {
+    std::fs::read_to_string(dir.join(PASSWORD_FILE))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("{PASSWORD_FILE}: {e}"))
 }
 
-fn short(token: &str) -> String {
+pub(super) struct Walkthrough {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+}
+
+pub(super) fn short(token: &str) -> String {
     format!("{}…{}", &token[..12.min(token.len())], &token[token.len().saturating_sub(6)..])
 }
 
 impl Walkthrough {
-    async fn send(&self, request: reqwest::RequestBuilder) -> DemoResult<(u16, reqwest::header::HeaderMap, Value)> {
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder) -> DemoResult<(u16, reqwest::header::HeaderMap, Value)> {
         let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -70,92 +100,12 @@ impl Walkthrough {
         Ok((status, headers, body))
     }
 
-    fn expect(&self, step: &str, status: u16, expected: u16, body: &Value) -> DemoResult<()> {
+    pub(super) fn expect(&self, step: &str, status: u16, expected: u16, body: &Value) -> DemoResult<()> {
         if status == expected {
             Ok(())
         } else {
             Err(format!("{step}: expected {expected}, got {status}: {body}"))
         }
-    }
-
-    async fn run(&self, dir: &Path) -> DemoResult<()> {
-        let base = &self.base;
-        println!("\n1. Discovery: GET {base}/.well-known/oada-configuration");
-        let (status, _, config) = self.send(self.http.get(format!("{base}/.well-known/oada-configuration"))).await?;
-        self.expect("discovery", status, 200, &config)?;
-        let token_endpoint = config["token_endpoint"].as_str().unwrap_or_default().to_string();
-        let registration_endpoint = config["registration_endpoint"].as_str().unwrap_or_default().to_string();
-        println!("   ← 200 token_endpoint={token_endpoint}\n         registration_endpoint={registration_endpoint}");
-
-        let doc_text = std::fs::read_to_string(dir.join(PARTNER_DOC)).map_err(|e| e.to_string())?;
-        let doc: Value = serde_json::from_str(&doc_text).map_err(|e| e.to_string())?;
-        let pem = std::fs::read(dir.join(PARTNER_KEY)).map_err(|e| e.to_string())?;
-        let key = PartnerKey::from_pem(&pem)
-            .and_then(|k| k.with_kid_from(&doc))
-            .map_err(|e| e.to_string())?;
-
-        println!("\n2. Registration: POST {registration_endpoint}");
-        println!("   → moisturemapper's client registration document (the one grounddata stored in advance; key {})", key.kid.as_deref().unwrap_or("-"));
-        let (status, _, registration) = self.send(self.http.post(&registration_endpoint).json(&doc)).await?;
-        self.expect("registration", status, 201, &registration)?;
-        let client_id = registration["client_id"].as_str().unwrap_or_default().to_string();
-        println!(
-            "   ← 201 client_id={client_id} (temporary, expires at {}), scope \"{}\"",
-            registration["client_id_expires_at"], registration["scope"].as_str().unwrap_or("")
-        );
-
-        println!("\n3. Token: POST {token_endpoint}");
-        let assertion = key.assertion(&client_id, &token_endpoint, crate::ids::unix_now());
-        println!("   → grant_type=client_credentials, client_assertion=<JWT {} signed with moisturemapper's private key: iss=sub={client_id}, aud=token endpoint, fresh jti>", short(&assertion));
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", crate::oauth::client_auth::ASSERTION_TYPE_JWT_BEARER),
-            ("client_assertion", assertion.as_str()),
-            ("scope", "weather.observations:read"),
-        ];
-        let (status, _, token) = self.send(self.http.post(&token_endpoint).form(&form)).await?;
-        self.expect("token", status, 200, &token)?;
-        let access_token = token["access_token"].as_str().unwrap_or_default().to_string();
-        println!(
-            "   ← 200 {} token {}, expires_in={}, scope \"{}\"",
-            token["token_type"].as_str().unwrap_or(""),
-            short(&access_token),
-            token["expires_in"],
-            token["scope"].as_str().unwrap_or("")
-        );
-
-        println!("\n4. Data: GET {base}/observations with Authorization: Bearer {}", short(&access_token));
-        let (status, _, data) = self.send(self.http.get(format!("{base}/observations")).bearer_auth(&access_token)).await?;
-        self.expect("data", status, 200, &data)?;
-        let observations = data["observations"].as_array().cloned().unwrap_or_default();
-        println!("   ← 200 {} observations; the API saw the caller as {}", observations.len(), data["requested_by"]);
-        if let Some(first) = observations.first() {
-            println!("     e.g. {first}");
-        }
-
-        println!("\n5. Refused: GET {base}/observations without a token");
-        let (status, headers, body) = self.send(self.http.get(format!("{base}/observations"))).await?;
-        self.expect("no token", status, 401, &body)?;
-        println!(
-            "   ← 401 WWW-Authenticate: {}",
-            headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("")
-        );
-
-        println!("\n6. Refused: POST {base}/observations with the read-only token");
-        let (status, headers, body) = self
-            .send(self.http.post(format!("{base}/observations")).bearer_auth(&access_token).json(&json!({"station": "ames-1", "rainfall_mm": 3.2})))
-            .await?;
-        self.expect("write with a read token", status, 403, &body)?;
-        println!(
-            "   ← 403 WWW-Authenticate: {}",
-            headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("")
-        );
-
-        println!("\n7. Refused: the same client assertion sent again (replay)");
-        let (status, _, body) = self.send(self.http.post(&token_endpoint).form(&form)).await?;
-        self.expect("replay", status, 400, &body)?;
-        println!("   ← 400 {}: {}", body["error"].as_str().unwrap_or(""), body["error_description"].as_str().unwrap_or(""));
-        Ok(())
     }
 }
 
@@ -176,8 +126,8 @@ fn wait_ready(http: &reqwest::Client, admin: &str, child: &mut Child, runtime: &
     }
 }
 
-pub fn run(config_path: &Path) -> i32 {
-    println!("oada-gateway demo: moisturemapper gets grounddata's weather data through the OADA client grant");
+pub fn run(config_path: &Path, serve: bool) -> i32 {
+    println!("oada-gateway demo: grounddata's weather API behind OADA, for a partner company and for a farmer's app");
     let dir: PathBuf = config_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -198,7 +148,22 @@ pub fn run(config_path: &Path) -> i32 {
         eprintln!("demo: the config has no upstream server for the sample API");
         return 1;
     };
-    for (what, addr) in [("gateway", config.listen), ("admin", config.admin_listen), ("sample API", api_addr)] {
+    // the demo app's address is its registered redirect URI's
+    let app_redirect = config
+        .clients
+        .iter()
+        .find(|c| c.client_id.as_deref() == Some(person::APP_CLIENT_ID))
+        .and_then(|c| c.redirect_uris.first().cloned());
+    let app_addr = app_redirect
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.socket_addrs(|| None).ok())
+        .and_then(|a| a.first().copied());
+    let mut addresses = vec![("gateway", config.listen), ("admin", config.admin_listen), ("sample API", api_addr)];
+    if let (true, Some(addr)) = (serve, app_addr) {
+        addresses.push(("FieldScout demo app", addr));
+    }
+    for (what, addr) in addresses {
         if std::net::TcpListener::bind(addr).is_err() {
             eprintln!("demo: {addr} ({what}) is in use; free it, or set OADA_LISTEN / OADA_ADMIN_LISTEN / OADA_ISSUER for another port");
             return 1;
@@ -249,19 +214,43 @@ pub fn run(config_path: &Path) -> i32 {
         .build()
         .expect("HTTP client");
     let admin = format!("http://{}", config.admin_listen);
+    let walk = Walkthrough {
+        http: http.clone(),
+        base: config.issuer.as_str().to_string(),
+    };
     let outcome = wait_ready(&http, &admin, &mut child, &runtime).and_then(|_| {
-        let walk = Walkthrough {
-            http: http.clone(),
-            base: config.issuer.as_str().to_string(),
-        };
-        runtime.block_on(walk.run(&dir))
+        runtime.block_on(walk.partner(&dir))?;
+        match (&config.authorization, &app_redirect) {
+            (Some(_), Some(redirect)) => runtime.block_on(walk.person(redirect, &demo_password(&dir)?)),
+            _ => {
+                println!("\n(no authorization section or no {} client in the config: the user-delegated half is skipped)", person::APP_CLIENT_ID);
+                Ok(())
+            }
+        }
     });
+    if serve && outcome.is_ok() {
+        if let (Some(addr), Some(redirect)) = (app_addr, app_redirect.clone()) {
+            match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
+                Ok(listener) => {
+                    runtime.spawn(app::serve(listener, config.issuer.as_str().to_string(), redirect));
+                    let password = demo_password(&dir).unwrap_or_default();
+                    println!("\nServing until Ctrl-C. Try the flow in a browser:");
+                    println!("   1. open http://{addr}/ (FieldScout, the demo app) and click \"Sync my stations\"");
+                    println!("   2. sign in at the gateway as frank (or grace), password {password}");
+                    println!("   3. read the consent page, allow (or deny), and see your own stations back in the app");
+                    println!("   gateway {}  admin {admin}/metrics  sample API http://{api_addr}", config.issuer.as_str());
+                    let _ = runtime.block_on(tokio::signal::ctrl_c());
+                }
+                Err(e) => eprintln!("demo: cannot start the demo app on {addr}: {e}"),
+            }
+        }
+    }
     // stop the gateway the way an operator would
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     match outcome {
         Ok(()) => {
-            println!("\nDone: one allowed request, three refused ones. Metrics: {admin}/metrics while the gateway runs.");
+            println!("\nDone. Metrics were at {admin}/metrics while the gateway ran; `oada-gateway demo --serve` keeps it running for a browser.");
             0
         }
         Err(e) => {
