@@ -506,6 +506,26 @@ async fn client_secrets_basic_and_post() {
 }
 
 #[tokio::test]
+async fn client_secret_jwt_for_the_client_grant() {
+    let w = world().await;
+    let now = oada_gateway::ids::unix_now();
+    let sign = |secret: &[u8], jti: &str| {
+        let claims = json!({"iss": "agpartner-fixed-id", "sub": "agpartner-fixed-id", "aud": w.token_endpoint(), "exp": now + 60, "jti": jti});
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+    };
+    let (status, _, token) = w.client_credentials(&sign(PARTNER_SECRET.as_bytes(), "hs-a"), None).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(token["scope"], "weather.stations:read");
+    let (status, _, body) = w.client_credentials(&sign(b"not-the-secret-0123456789", "hs-b"), None).await;
+    assert_error(status, &body, 401, "invalid_client", "HMAC with another secret");
+    // an Argon2-hashed secret cannot key an HMAC: the gateway never has it
+    let claims = json!({"iss": "auditor-1", "sub": "auditor-1", "aud": w.token_endpoint(), "exp": now + 60, "jti": "hs-c"});
+    let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(AUDITOR_SECRET.as_bytes())).unwrap();
+    let (status, _, body) = w.client_credentials(&hs, None).await;
+    assert_error(status, &body, 401, "invalid_client", "HMAC for a hashed secret");
+}
+
+#[tokio::test]
 async fn introspection_and_revocation() {
     let w = world().await;
     let client_id = w.registered_client().await;
@@ -594,7 +614,7 @@ async fn introspection_and_revocation() {
 }
 
 /// Signs a software statement (OADA style: header carries kid and the public jwk).
-fn statement(pem: &str, kid: &str, claims: &Value) -> String {
+pub fn statement(pem: &str, kid: &str, claims: &Value) -> String {
     let signer = SigningKey::from_pem(kid, Algorithm::RS256, pem.as_bytes()).unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.into());

@@ -110,6 +110,8 @@ pub fn pkce_pair() -> (String, String) {
 }
 
 pub struct Flow {
+    /// The trusted software-statement signer (PEM, kid `oada-signer`).
+    pub signer_pem: String,
     /// A redirect URI on a free loopback port, for clients that serve their own callback.
     pub live_redirect: String,
     pub live_port: u16,
@@ -126,6 +128,11 @@ pub async fn flow_with(extra_authorization: &str) -> Flow {
     let partner = PartnerFixture::new(Algorithm::RS256, "fs-1", "fieldscout");
     let provider = StaticJson::start().await;
     let discovered = PartnerFixture::new(Algorithm::RS256, "qexmza78sa3wcjxc8Fx", "discovered");
+    let signer_pem = oada_gateway::keys::generate::private_key_pem(Algorithm::RS256).unwrap();
+    let signer_jwk = oada_gateway::keys::SigningKey::from_pem("oada-signer", Algorithm::RS256, signer_pem.as_bytes())
+        .unwrap()
+        .public
+        .to_json();
     let live_port = free_port();
     let live_redirect = format!("http://127.0.0.1:{live_port}/callback");
     let provider_host = provider.addr.to_string();
@@ -170,6 +177,10 @@ clients:
     scopes: [weather.stations:read]
     redirect_uris: ["{REDIRECT}"]
     grant_types: [authorization_code]
+software_statements:
+  trusted:
+    - jwks_file: trust/signers.json
+  scopes: [weather.stations:read]
 authorization:
   users_file: users.yaml
   scope_descriptions:
@@ -196,10 +207,12 @@ routes:
     let gw = GatewayBuilder::new(&body)
         .file("clients/fs.json", &partner.doc.to_string())
         .file("users.yaml", &users)
+        .file("trust/signers.json", &json!({"keys": [signer_jwk]}).to_string())
         .env("SECRET_APP", SECRET)
         .start()
         .await;
     Flow {
+        signer_pem,
         live_redirect,
         live_port,
         gw,
@@ -795,4 +808,64 @@ async fn the_sample_api_answers_with_the_persons_own_stations() {
     let r = client().get(gw.url("/stations/champaign-3")).bearer_auth(token_for(Some("frank"))).send().await.unwrap();
     assert_eq!(r.status(), 404);
     server.abort();
+}
+
+#[tokio::test]
+async fn dynamically_registered_clients_use_the_flow() {
+    let f = flow().await;
+    // a public app registered with a trusted software statement: the statement's redirect_uris win
+    let claims = json!({
+        "software_id": "fieldscout-mobile",
+        "client_name": "FieldScout Mobile",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "iat": oada_gateway::ids::unix_now(),
+    });
+    let statement = crate::oauth::statement(&f.signer_pem, "oada-signer", &claims);
+    let r = client()
+        .post(f.gw.url("/register"))
+        .json(&json!({"software_statement": statement, "redirect_uris": ["https://evil.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let registered: Value = r.json().await.unwrap();
+    assert_eq!(registered["redirect_uris"], json!([REDIRECT]), "the signed redirect_uris win");
+    assert_eq!(registered["token_endpoint_auth_method"], "none");
+    let id = registered["client_id"].as_str().unwrap().to_string();
+    let (code, verifier) = f.code(&id).await;
+    let (s, b) = f
+        .token(&[("grant_type", "authorization_code"), ("code", &code), ("client_id", &id), ("redirect_uri", REDIRECT), ("code_verifier", &verifier)])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["refresh_token"].is_string());
+    assert_eq!(b["scope"], "weather.stations:read", "the statement policy decides the scopes");
+    // a registration asking for implicit, or without redirect URIs, is refused
+    for (bad, error) in [
+        (json!({"response_types": ["token"], "grant_types": ["authorization_code"], "redirect_uris": [REDIRECT]}), "invalid_client_metadata"),
+        (json!({"grant_types": ["authorization_code"]}), "invalid_redirect_uri"),
+        (json!({"grant_types": ["authorization_code"], "redirect_uris": ["javascript:alert(1)"]}), "invalid_redirect_uri"),
+    ] {
+        let mut claims = json!({"software_id": "x", "jwks": f.partner.doc["jwks"], "iat": oada_gateway::ids::unix_now()});
+        for (k, v) in bad.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let statement = crate::oauth::statement(&f.signer_pem, "oada-signer", &claims);
+        let r = client().post(f.gw.url("/register")).json(&json!({"software_statement": statement})).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn private_key_jwt_with_the_code_as_jti_as_oada_clients_send_it() {
+    let f = flow().await;
+    let (code, verifier) = f.code("fieldscout-web").await;
+    let assertion = f.assertion(&f.partner, "fieldscout-web", &code);
+    let (s, b) = f
+        .token(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", &verifier), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &assertion)])
+        .await;
+    assert_eq!(s, 200, "{b}");
 }
