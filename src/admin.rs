@@ -51,9 +51,13 @@ impl AdminApp {
                     })
                     .collect();
                 let ready = self.gw.is_ready();
+                let store = match self.gw.store.revocations().stale_since() {
+                    None => serde_json::json!({"status": "ok"}),
+                    Some(since) => serde_json::json!({"status": "unavailable", "revocations_stale_since": since}),
+                };
                 Reply::json(
                     if ready { 200 } else { 503 },
-                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams}),
+                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams, "store": store}),
                 )
             }
             _ => Reply::error(404, "not_found", "admin endpoints: /metrics, /healthz, /readyz"),

@@ -5,7 +5,7 @@ use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::oauth::AuthorizationServer;
-use crate::store::Store;
+use crate::store::{Store, StoreTask};
 use crate::upstream::{HealthService, Upstream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,10 +53,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway and the health-check services the server must run.
-    pub fn build(config: Config, store: Arc<dyn Store>) -> std::io::Result<(Arc<Gateway>, Vec<HealthService>)> {
-        let config = Arc::new(config);
+    /// Builds the gateway with the configured store, and the background work the server must
+    /// run (health checks, the store's task).
+    pub fn build(config: Config) -> Result<(Arc<Gateway>, Vec<HealthService>, Option<StoreTask>), String> {
         let metrics = Arc::new(Metrics::new());
+        let (store, store_task) = crate::store::open(&config, metrics.clone())?;
+        let (gateway, services) = Self::build_with(config, store, metrics).map_err(|e| format!("cannot set up upstreams: {e}"))?;
+        Ok((gateway, services, store_task))
+    }
+
+    /// Builds the gateway on a given store.
+    pub fn build_with(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> std::io::Result<(Arc<Gateway>, Vec<HealthService>)> {
+        let config = Arc::new(config);
         let verifier = Arc::new(TokenVerifier::new(
             config.keys.clone(),
             &VerifierConfig {
@@ -67,6 +75,10 @@ impl Gateway {
                 negative_ttl: config.cache.negative_ttl,
                 negative_max_entries: config.cache.negative_max_entries,
                 token_lifetime: config.token_lifetime,
+                outage: match &config.store {
+                    crate::config::StoreConfig::Redis(r) => Some((r.on_outage, r.max_stale)),
+                    crate::config::StoreConfig::Memory => None,
+                },
             },
             store.clone(),
         ));
@@ -96,13 +108,22 @@ impl Gateway {
         Ok((Arc::new(gateway), services))
     }
 
-    /// Ready to serve: every upstream has a healthy server.
+    /// Ready to serve: every upstream has a healthy server, and the revocations are known.
     pub fn is_ready(&self) -> bool {
-        self.upstreams.iter().all(Upstream::is_ready)
+        self.upstreams.iter().all(Upstream::is_ready) && self.store_is_current()
+    }
+
+    /// The store answers and this replica's revocation list is current.
+    pub fn store_is_current(&self) -> bool {
+        self.store.revocations().stale_since().is_none()
     }
 
     /// Refreshes the gauges computed on demand (called before each scrape).
     pub fn refresh_gauges(&self) {
+        let revocations = self.store.revocations();
+        self.metrics
+            .revocation_mirror_entries
+            .set(i64::try_from(revocations.len()).unwrap_or(i64::MAX));
         self.metrics
             .token_cache_entries
             .set(i64::try_from(self.verifier.cached_entries()).unwrap_or(i64::MAX));

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub authorizations: IntCounterVec,
     pub client_discovery_fetches: IntCounterVec,
+    pub store_up: prometheus::IntGauge,
+    pub store_errors: IntCounterVec,
+    pub store_latency: HistogramVec,
+    pub revocation_mirror_entries: prometheus::IntGauge,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -260,6 +264,32 @@ impl Metrics {
             "Fetches of OADA client discovery documents, by result (ok, not_found, invalid, error).",
             &["result"],
         );
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let store_up = gauge(
+            "oada_gateway_store_up",
+            "1 while the state store answers (always 1 for the in-memory store), else 0.",
+        );
+        store_up.set(1);
+        let store_errors = counter_vec(
+            "oada_gateway_store_errors_total",
+            "Failed store operations, by operation.",
+            &["op"],
+        );
+        let store_latency = HistogramVec::new(
+            HistogramOpts::new("oada_gateway_store_latency_seconds", "Time of store operations, by operation.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["op"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(store_latency.clone())).expect("unique metric");
+        let revocation_mirror_entries = gauge(
+            "oada_gateway_revocation_mirror_entries",
+            "Revocations this replica holds in memory (its mirror of the store's).",
+        );
         let rate_limited = counter_vec(
             "oada_gateway_rate_limited_total",
             "Requests refused with 429 by a rate limit, by partner (or - for per-address limits) and rule.",
@@ -290,6 +320,10 @@ impl Metrics {
             rate_limited,
             authorizations,
             client_discovery_fetches,
+            store_up,
+            store_errors,
+            store_latency,
+            revocation_mirror_entries,
         }
     }
 

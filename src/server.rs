@@ -4,7 +4,9 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::proxy::Proxy;
-use crate::store::memory::MemoryStore;
+use crate::store::StoreTask;
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::ShutdownWatch;
 use async_trait::async_trait;
 use crate::downstream::{ConnectionGuard, GuardedProxy};
 use pingora::server::configuration::ServerConf;
@@ -25,8 +27,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot set up upstreams: {0}")]
-    Upstreams(std::io::Error),
+    #[error("{0}")]
+    Store(String),
     #[error("cannot set up TLS on {addr}: {reason}")]
     Tls { addr: SocketAddr, reason: String },
 }
@@ -90,6 +92,22 @@ impl ShutdownSignalWatch for GracefulSignals {
     }
 }
 
+/// Runs the store's task (the Redis revocation mirror) until shutdown.
+struct StoreService(std::sync::Mutex<Option<StoreTask>>);
+
+#[async_trait]
+impl BackgroundService for StoreService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let task = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            tokio::select! {
+                _ = task => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
 /// Fails early, with the key to fix, when an address cannot be bound.
 fn probe_bind(key: &'static str, addr: SocketAddr) -> Result<(), StartError> {
     std::net::TcpListener::bind(addr)
@@ -132,11 +150,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     probe_bind("listen", config.listen)?;
     probe_bind("admin_listen", config.admin_listen)?;
     raise_file_limit(config.server.downstream.max_connections);
-    let store = Arc::new(MemoryStore::new(
-        config.registration.max_entries,
-        config.token_endpoint.max_replay_entries,
-    ));
-    let (gateway, health_services) = Gateway::build(config, store).map_err(StartError::Upstreams)?;
+    let (gateway, health_services, store_task) = Gateway::build(config).map_err(StartError::Store)?;
     let cfg = &gateway.config;
 
     let conf = ServerConf {
@@ -184,6 +198,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(admin);
     for service in health_services {
         server.add_service(service);
+    }
+    if let Some(task) = store_task {
+        server.add_service(background_service("store", StoreService(std::sync::Mutex::new(Some(task)))));
     }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals {

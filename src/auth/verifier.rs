@@ -201,11 +201,16 @@ pub struct VerifierConfig {
     pub negative_max_entries: u64,
     /// The issuer's token lifetime (grant revocations last this long).
     pub token_lifetime: Duration,
+    /// With a shared store: what to do while the revocation list may be stale, and how long
+    /// cached tokens may be served then.
+    pub outage: Option<(crate::config::OutagePolicy, Duration)>,
 }
 
 pub struct TokenVerifier {
     keys: Arc<KeyRing>,
     max_token_lifetime: u64,
+    /// How long cached tokens are served while the revocation list is stale (0: not at all).
+    serve_stale_for: u64,
     /// One prepared `Validation` per key, in key-ring order.
     validations: Vec<Validation>,
     leeway: u64,
@@ -237,6 +242,10 @@ impl TokenVerifier {
         TokenVerifier {
             keys,
             max_token_lifetime: config.token_lifetime.as_secs(),
+            serve_stale_for: match config.outage {
+                Some((crate::config::OutagePolicy::ServeCached, max_stale)) => max_stale.as_secs(),
+                _ => 0,
+            },
             validations,
             leeway: config.leeway.as_secs(),
             hash_key,
@@ -299,7 +308,17 @@ impl TokenVerifier {
             return Err(VerifyError::Rejected(TokenRejection::Malformed));
         }
         let key = self.key_of(token);
-        match self.lookup(key, now) {
+        let cached = self.lookup(key, now);
+        if let Some(since) = self.revocations.stale_since() {
+            // The revocation list may miss revocations: a cached token is served for a while
+            // (store.on_outage: serve_cached), anything else waits for the store.
+            return match cached {
+                Some(Ok(token)) if now.saturating_sub(since) < self.serve_stale_for => Ok(Verified { token, cached: true }),
+                Some(Err(rejection)) => Err(VerifyError::Rejected(rejection)),
+                _ => Err(VerifyError::Store(StoreError::Backend("revocations cannot be checked while the store is away".into()))),
+            };
+        }
+        match cached {
             Some(Ok(token)) => return Ok(Verified { token, cached: true }),
             Some(Err(rejection)) => return Err(VerifyError::Rejected(rejection)),
             None => {}
@@ -508,6 +527,7 @@ mod tests {
                 negative_ttl: Duration::from_secs(10),
                 negative_max_entries: 1000,
                 token_lifetime: Duration::from_secs(60),
+                outage: None,
             },
             Arc::new(MemoryStore::new(10, 1000)),
         );

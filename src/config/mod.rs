@@ -49,6 +49,61 @@ pub struct Config {
     pub limits: EndpointLimits,
     /// The user-delegated flow; `None`: no authorization endpoint.
     pub authorization: Option<AuthorizationConfig>,
+    pub store: StoreConfig,
+}
+
+/// Where the gateway's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process (one replica).
+    Memory,
+    /// Redis or Redis Cluster, shared by every replica.
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisServers {
+    /// `redis://` or `rediss://` URL of one server.
+    Single(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// What the proxy does with cached tokens while the revocation mirror may be stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutagePolicy {
+    /// 503 for protected routes until the mirror is current again.
+    FailClosed,
+    /// Cached, unrevoked tokens keep working for `max_stale`, then 503.
+    ServeCached,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub servers: RedisServers,
+    /// Prepended to every key (and the revocation channel); no `{` or `}` (Cluster hash tags).
+    pub key_prefix: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub pool_size: usize,
+    pub on_outage: OutagePolicy,
+    pub max_stale: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print the password
+        f.debug_struct("RedisConfig")
+            .field("servers", &self.servers)
+            .field("key_prefix", &self.key_prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("command_timeout", &self.command_timeout)
+            .field("on_outage", &self.on_outage)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

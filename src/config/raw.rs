@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub authorization: Option<RawAuthorization>,
+    #[serde(default)]
+    pub store: Option<RawStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,4 +336,32 @@ pub struct RawUser {
     pub name: Option<String>,
     #[serde(default)]
     pub id: Option<String>,
+}
+
+/// Where state lives: `{type: memory}` or `{type: redis, url: ...}` / `{type: redis_cluster, nodes: [...]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub command_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub on_outage: Option<String>,
+    #[serde(default)]
+    pub max_stale: Option<ConfigDuration>,
 }

@@ -84,10 +84,13 @@ impl Introspection {
 
     /// The answer about a live, newest refresh token the caller may see, if `token` is one.
     async fn refresh_token(&self, caller: &crate::oauth::clients::Client, token: &str, now: u64) -> Result<Option<Reply>, OAuthError> {
+        let Some(key) = crate::store::RefreshKey::of(token) else {
+            return Ok(None);
+        };
         let family = self
             .authn
             .store()
-            .refresh_family(&super::grants::refresh_key(token))
+            .refresh_family(&key)
             .await
             .map_err(|e| OAuthError::unavailable(e.to_string()))?;
         let Some((family, true)) = family else {

@@ -41,13 +41,16 @@ impl Revocation {
         let caller = super::grants::user_grant_client(&self.authn, &form, authenticated).await?;
         let token = form.require("token")?;
         let done = || Reply::empty(200).no_store();
-        if let Some((family, _)) = self
-            .authn
-            .store()
-            .refresh_family(&super::grants::refresh_key(token))
-            .await
-            .map_err(|e| OAuthError::unavailable(e.to_string()))?
-        {
+        let refresh = match crate::store::RefreshKey::of(token) {
+            Some(key) => self
+                .authn
+                .store()
+                .refresh_family(&key)
+                .await
+                .map_err(|e| OAuthError::unavailable(e.to_string()))?,
+            None => None,
+        };
+        if let Some((family, _)) = refresh {
             let owns = caller.client_id == family.client_id;
             if owns && !family.revoked {
                 let until = request.now + self.verifier.max_token_lifetime();

@@ -1,7 +1,7 @@
 //! The in-memory store: bounded tables in this process.
 
 use super::{
-    CodeGrant, CodeUse, LoginFailures, PendingAuthorization, Registration, RefreshFamily, RefreshUse, RevocationList, Revoked,
+    CodeGrant, CodeUse, LoginFailures, PendingAuthorization, Registration, RefreshFamily, RefreshKey, RefreshUse, RevocationList, Revoked,
     Session, Store, StoreError,
 };
 use crate::ids::unix_now;
@@ -277,17 +277,17 @@ impl Store for MemoryStore {
         Ok(used.unwrap_or(CodeUse::Unknown))
     }
 
-    async fn put_refresh_family(&self, family: &RefreshFamily, token_hash: &str) -> Result<(), StoreError> {
+    async fn put_refresh_family(&self, family: &RefreshFamily, first: &RefreshKey) -> Result<(), StoreError> {
         let now = unix_now();
         let _rotation = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
         self.refresh_families.put(&family.id, family.clone(), family.expires_at, now)?;
         self.refresh_tokens
-            .put(token_hash, (family.id.clone(), family.current), family.expires_at, now)
+            .put(&first.token_hash, (family.id.clone(), family.current), family.expires_at, now)
     }
 
-    async fn rotate_refresh(&self, token_hash: &str, new_token_hash: &str, now: u64) -> Result<RefreshUse, StoreError> {
+    async fn rotate_refresh(&self, token: &RefreshKey, new: &RefreshKey, now: u64) -> Result<RefreshUse, StoreError> {
         let _rotation = self.rotation.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((family_id, generation)) = self.refresh_tokens.get(token_hash, now) else {
+        let Some((family_id, generation)) = self.refresh_tokens.get(&token.token_hash, now) else {
             return Ok(RefreshUse::Unknown);
         };
         let Some(mut family) = self.refresh_families.get(&family_id, now) else {
@@ -304,14 +304,14 @@ impl Store for MemoryStore {
         family.current += 1;
         family.last_used = now;
         self.refresh_tokens
-            .put(new_token_hash, (family.id.clone(), family.current), family.expires_at, now)?;
+            .put(&new.token_hash, (family.id.clone(), family.current), family.expires_at, now)?;
         self.refresh_families.put(&family.id, family.clone(), family.expires_at, now)?;
         Ok(RefreshUse::Rotated(family))
     }
 
-    async fn refresh_family(&self, token_hash: &str) -> Result<Option<(RefreshFamily, bool)>, StoreError> {
+    async fn refresh_family(&self, token: &RefreshKey) -> Result<Option<(RefreshFamily, bool)>, StoreError> {
         let now = unix_now();
-        let Some((family_id, generation)) = self.refresh_tokens.get(token_hash, now) else {
+        let Some((family_id, generation)) = self.refresh_tokens.get(&token.token_hash, now) else {
             return Ok(None);
         };
         Ok(self

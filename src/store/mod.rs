@@ -8,10 +8,11 @@
 //! [`memory::MemoryStore`] is the default. Nothing outside this module knows which backend runs.
 
 pub mod memory;
+pub mod redis;
 pub mod records;
 pub mod revocations;
 
-pub use records::{CodeGrant, CodeUse, LoginFailures, PendingAuthorization, RefreshFamily, RefreshUse, Session};
+pub use records::{CodeGrant, CodeUse, LoginFailures, PendingAuthorization, RefreshFamily, RefreshKey, RefreshUse, Session};
 pub use revocations::{RevocationList, Revoked};
 use std::sync::Arc;
 
@@ -53,6 +54,26 @@ pub enum StoreError {
     Full(&'static str),
     #[error("store backend error: {0}")]
     Backend(String),
+}
+
+/// A task a store needs running for the life of the process (the Redis revocation mirror).
+pub type StoreTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Opens the configured store: the only place that names a backend.
+pub fn open(config: &crate::config::Config, metrics: Arc<crate::metrics::Metrics>) -> Result<(Arc<dyn Store>, Option<StoreTask>), String> {
+    match &config.store {
+        crate::config::StoreConfig::Memory => Ok((
+            Arc::new(memory::MemoryStore::new(
+                config.registration.max_entries,
+                config.token_endpoint.max_replay_entries,
+            )),
+            None,
+        )),
+        crate::config::StoreConfig::Redis(redis) => {
+            let (store, mirror) = redis::RedisStore::new(redis, metrics)?;
+            Ok((store, Some(Box::pin(mirror.run()))))
+        }
+    }
 }
 
 #[async_trait]
@@ -102,14 +123,14 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a code used, atomically: only one caller ever gets [`CodeUse::Fresh`].
     async fn use_code(&self, code_hash: &str) -> Result<CodeUse, StoreError>;
 
-    /// Starts a refresh-token family with its first token (by hash).
-    async fn put_refresh_family(&self, family: &RefreshFamily, token_hash: &str) -> Result<(), StoreError>;
-    /// Replaces the refresh token `token_hash` with `new_token_hash`, atomically: a token that
-    /// was already replaced revokes its family instead.
-    async fn rotate_refresh(&self, token_hash: &str, new_token_hash: &str, now: u64) -> Result<RefreshUse, StoreError>;
+    /// Starts a refresh-token family with its first token.
+    async fn put_refresh_family(&self, family: &RefreshFamily, first: &RefreshKey) -> Result<(), StoreError>;
+    /// Replaces the refresh token `token` with `new` (of the same family), atomically: a token
+    /// that was already replaced revokes its family instead.
+    async fn rotate_refresh(&self, token: &RefreshKey, new: &RefreshKey, now: u64) -> Result<RefreshUse, StoreError>;
     /// The family of a refresh token and whether the token is its newest (introspection,
     /// revocation).
-    async fn refresh_family(&self, token_hash: &str) -> Result<Option<(RefreshFamily, bool)>, StoreError>;
+    async fn refresh_family(&self, token: &RefreshKey) -> Result<Option<(RefreshFamily, bool)>, StoreError>;
     /// Ends a family (its grant's access tokens are revoked separately).
     async fn revoke_refresh_family(&self, family_id: &str) -> Result<(), StoreError>;
 

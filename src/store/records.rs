@@ -97,3 +97,39 @@ pub struct LoginFailures {
     pub count: u32,
     pub last_at: u64,
 }
+
+/// Where a refresh token is found: its family (carried in the token, so that a family and its
+/// tokens can live together, e.g. in one Redis Cluster slot) and the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshKey {
+    pub family: String,
+    pub token_hash: String,
+}
+
+/// Refresh tokens read `rt1.<family id>.<256 random bits>`.
+const REFRESH_PREFIX: &str = "rt1.";
+
+impl RefreshKey {
+    /// A new refresh token of `family` and its key.
+    pub fn new_token(family: &str) -> (String, RefreshKey) {
+        let token = format!("{REFRESH_PREFIX}{family}.{}", crate::ids::random_id(32));
+        let key = RefreshKey::of(&token).expect("a token just made reads back");
+        (token, key)
+    }
+
+    /// The key of a presented refresh token; `None` when it cannot be one.
+    pub fn of(token: &str) -> Option<RefreshKey> {
+        let rest = token.strip_prefix(REFRESH_PREFIX)?;
+        let (family, secret) = rest.split_once('.')?;
+        let ok = |s: &str, len: std::ops::RangeInclusive<usize>| {
+            len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !ok(family, 16..=64) || !ok(secret, 43..=43) {
+            return None;
+        }
+        Some(RefreshKey {
+            family: family.to_string(),
+            token_hash: blake3::hash(token.as_bytes()).to_hex().to_string(),
+        })
+    }
+}

@@ -36,6 +36,9 @@ pub type RevocationHash = u64;
 pub struct RevocationList {
     hasher: std::collections::hash_map::RandomState,
     epoch: AtomicU64,
+    /// Unix seconds since which the list may miss revocations (a mirror that lost its store), or
+    /// 0 while it is current.
+    stale_since: AtomicU64,
     capacity: usize,
     inner: Mutex<Inner>,
 }
@@ -69,6 +72,7 @@ impl RevocationList {
         RevocationList {
             hasher: Default::default(),
             epoch: AtomicU64::new(0),
+            stale_since: AtomicU64::new(0),
             capacity,
             inner: Mutex::new(Inner::default()),
         }
@@ -79,6 +83,24 @@ impl RevocationList {
             Revoked::Token(jti) => self.hasher.hash_one(("jti", jti)),
             Revoked::Grant(id) => self.hasher.hash_one(("grant", id)),
         }
+    }
+
+    /// `None` while the list is current; else since when it may miss revocations.
+    pub fn stale_since(&self) -> Option<u64> {
+        match self.stale_since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// The list may miss revocations from `now` on (kept at the first moment of an outage).
+    pub fn mark_stale(&self, now: u64) {
+        let _ = self.stale_since.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The list is current again (after a full load).
+    pub fn mark_current(&self) {
+        self.stale_since.store(0, Ordering::Release);
     }
 
     /// Bumped by every change; a token checked at the current epoch needs no new check.

@@ -1,7 +1,6 @@
 //! A person in a real browser: headless Chromium driven by Selenium (tests/interop/browser_flow.py)
 //! through the gateway's sign-in and consent pages, to the client's redirect URI.
 
-use crate::harness::*;
 use crate::user_flow::{flow, pkce_pair, PASSWORD};
 use serde_json::Value;
 use std::path::PathBuf;

@@ -139,6 +139,8 @@ impl Drop for Upstream {
 /// The gateway binary running with a generated config.
 pub struct Gateway {
     pub base: String,
+    /// The signing key (PEM), for replicas.
+    pub key_pem: String,
     pub admin: String,
     pub issuer: String,
     pub dir: tempfile::TempDir,
@@ -162,6 +164,10 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 pub struct GatewayBuilder {
     alg: Algorithm,
+    /// A signing key shared with other replicas (PEM), instead of a new one.
+    key_pem: Option<String>,
+    /// An issuer shared with other replicas, instead of this gateway's own address.
+    issuer: Option<String>,
     body: String,
     server: String,
     env: Vec<(String, String)>,
@@ -181,6 +187,8 @@ impl GatewayBuilder {
     pub fn new(body: &str) -> Self {
         GatewayBuilder {
             alg: Algorithm::ES256,
+            key_pem: None,
+            issuer: None,
             body: body.to_string(),
             server: String::new(),
             env: Vec::new(),
@@ -190,6 +198,13 @@ impl GatewayBuilder {
 
     pub fn alg(mut self, alg: Algorithm) -> Self {
         self.alg = alg;
+        self
+    }
+
+    /// A replica: the signing key (PEM) and issuer the other replicas use.
+    pub fn replica_of(mut self, key_pem: &str, issuer: &str) -> Self {
+        self.key_pem = Some(key_pem.to_string());
+        self.issuer = Some(issuer.to_string());
         self
     }
 
@@ -216,14 +231,15 @@ impl GatewayBuilder {
 
     pub async fn start(self) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let pem = generate::private_key_pem(self.alg).unwrap();
+        let pem = self.key_pem.clone().unwrap_or_else(|| generate::private_key_pem(self.alg).unwrap());
         write(dir.path(), "keys/gw.pem", &pem);
         for (name, text) in &self.files {
             write(dir.path(), name, text);
         }
         let port = free_port();
         let admin_port = free_port();
-        let issuer = format!("http://127.0.0.1:{port}");
+        let own = format!("http://127.0.0.1:{port}");
+        let issuer = self.issuer.clone().unwrap_or_else(|| own.clone());
         let alg = oada_gateway::keys::jwk::algorithm_name(self.alg);
         let config = format!(
             "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{admin_port}\nissuer: {issuer}\nsigning_keys:\n  - kid: {KID}\n    alg: {alg}\n    private_key_file: keys/gw.pem\nserver:\n  threads: 2\n  grace_period: 5s\n  graceful_shutdown_timeout: 1s\n{}{}",
@@ -245,7 +261,8 @@ impl GatewayBuilder {
             SigningKey::from_pem(KID, self.alg, pem.as_bytes()).unwrap()
         ]));
         let mut gw = Gateway {
-            base: issuer.clone(),
+            base: own,
+            key_pem: pem.clone(),
             admin: format!("http://127.0.0.1:{admin_port}"),
             issuer,
             dir,
@@ -671,5 +688,118 @@ impl RawUpstream {
 impl Drop for RawUpstream {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A real `redis-server` (Debian's package) on a free loopback port, with its data in a temporary
+/// folder (append-only file on, so that a restart keeps what was written); stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+pub fn redis_available() -> bool {
+    Command::new("redis-server").arg("--version").output().is_ok()
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
+        assert!(
+            redis_available(),
+            "the replica tests need Debian's redis-server (apt-get install redis-server; .ci/run does)"
+        );
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.run().await;
+        server
+    }
+
+    async fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not come up on {}", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Runs `redis-cli` against this server; returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.run().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas), made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start(n: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]).await);
+        }
+        let addresses: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect()
     }
 }

@@ -10,4 +10,5 @@ mod oauth;
 mod proxy_auth;
 mod proxy_upstreams;
 mod remote_keys;
+mod replicas;
 mod user_flow;

@@ -5,6 +5,7 @@ mod authorization;
 pub(crate) mod clients;
 mod sections;
 mod server;
+mod store;
 
 use super::duration::ConfigDuration;
 use super::env::{expand_tree, Environment};
@@ -191,6 +192,7 @@ impl Builder {
         }
         let server = self.server(&raw.server);
         let limits = self.limits(&raw.limits);
+        let store = self.store(raw.store.as_ref());
         let authorization = raw.authorization.as_ref().and_then(|a| self.authorization(a));
         if authorization.is_none() && clients.iter().any(|c| c.grant_types.authorization_code) {
             self.diag.error(
@@ -226,6 +228,7 @@ impl Builder {
             server,
             limits,
             authorization,
+            store,
         })
     }
 

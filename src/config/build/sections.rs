@@ -26,6 +26,7 @@ const KNOWN: &[&str] = &[
     "server",
     "limits",
     "authorization",
+    "store",
 ];
 
 struct Reader<'a> {
@@ -151,5 +152,6 @@ pub(super) fn parse(tree: Value, errors: &mut Vec<(String, String)>, failed: &mu
         server: r.optional("server"),
         limits: r.optional("limits"),
         authorization: r.optional("authorization"),
+        store: r.optional("store"),
     })
 }

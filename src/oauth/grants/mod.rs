@@ -82,7 +82,7 @@ impl UserGrantContext<'_> {
         scope: &ScopeSet,
         now: u64,
     ) -> Result<String, OAuthError> {
-        let token = crate::ids::random_id(32);
+        let (token, key) = crate::store::RefreshKey::new_token(&person.grant_id);
         let family = crate::store::RefreshFamily {
             id: person.grant_id.clone(),
             client_id: client.client_id.clone(),
@@ -96,17 +96,13 @@ impl UserGrantContext<'_> {
             revoked: false,
         };
         self.store
-            .put_refresh_family(&family, &refresh_key(&token))
+            .put_refresh_family(&family, &key)
             .await
             .map_err(|e| OAuthError::unavailable(e.to_string()))?;
         Ok(token)
     }
 }
 
-/// The hash a refresh token is stored under.
-pub fn refresh_key(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
-}
 
 /// The client of a user-delegated grant: the authenticated one, or a public client naming itself
 /// with `client_id` (which then has no other proof than PKCE or its refresh token).

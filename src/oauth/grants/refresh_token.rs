@@ -4,12 +4,12 @@
 //! family and its access tokens are revoked (RFC 9700 §4.14.2). A requested `scope` may narrow,
 //! never widen, the grant.
 
-use super::{refresh_key, resolve_scope, user_grant_client, Issuance, PersonGrant, UserGrantContext};
+use super::{resolve_scope, user_grant_client, Issuance, PersonGrant, UserGrantContext};
 use crate::oauth::client_auth::Authenticated;
 use crate::oauth::error::OAuthError;
 use crate::oauth::form::Form;
 use crate::scope::ScopeSet;
-use crate::store::RefreshUse;
+use crate::store::{RefreshKey, RefreshUse};
 
 pub const GRANT_TYPE: &str = "refresh_token";
 
@@ -23,7 +23,9 @@ pub async fn refresh(ctx: &UserGrantContext<'_>, form: &Form, authenticated: Opt
         ));
     }
     let unavailable = |e: crate::store::StoreError| OAuthError::unavailable(e.to_string());
-    let key = refresh_key(presented);
+    let Some(key) = RefreshKey::of(presented) else {
+        return Err(OAuthError::invalid_grant("the refresh token is unknown, expired or revoked"));
+    };
     match ctx.store.refresh_family(&key).await.map_err(unavailable)? {
         Some((family, _)) if family.client_id != client.client_id => {
             return Err(OAuthError::invalid_grant("the refresh token was issued to another client"))
@@ -31,8 +33,8 @@ pub async fn refresh(ctx: &UserGrantContext<'_>, form: &Form, authenticated: Opt
         Some(_) => {}
         None => return Err(OAuthError::invalid_grant("the refresh token is unknown, expired or revoked")),
     }
-    let new_token = crate::ids::random_id(32);
-    let family = match ctx.store.rotate_refresh(&key, &refresh_key(&new_token), now).await.map_err(unavailable)? {
+    let (new_token, new_key) = RefreshKey::new_token(&key.family);
+    let family = match ctx.store.rotate_refresh(&key, &new_key, now).await.map_err(unavailable)? {
         RefreshUse::Rotated(family) => family,
         RefreshUse::Reused(family) => {
             tracing::warn!(client_id = %family.client_id, "a replaced refresh token was used again; its family is revoked");
