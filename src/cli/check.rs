@@ -31,6 +31,20 @@ pub fn summary(c: &Config) -> String {
     for (i, k) in c.keys.keys().iter().enumerate() {
         out += &format!("  {} {}{}\n", k.kid, algorithm_name(k.alg), if i == 0 { " (signs)" } else { " (verifies)" });
     }
+    out += &match &c.store {
+        crate::config::StoreConfig::Memory => "store: in memory (one replica)\n".to_string(),
+        crate::config::StoreConfig::Redis(r) => format!(
+            "store: {} (prefix {:?}, command timeout {:?}, on outage {:?} for at most {:?})\n",
+            match &r.servers {
+                crate::config::RedisServers::Single(url) => format!("Redis {}", crate::redact::text(url)),
+                crate::config::RedisServers::Cluster(nodes) => format!("Redis Cluster of {} seed nodes", nodes.len()),
+            },
+            r.key_prefix,
+            r.command_timeout,
+            r.on_outage,
+            r.max_stale
+        ),
+    };
     out += &format!("routes: {}\n", c.routes.len());
     for r in c.routes.routes() {
         let methods = r
