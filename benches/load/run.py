@@ -44,7 +44,7 @@ def log(msg):
 
 
 def ensure_tools():
-    wanted = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "taskset": "util-linux"}
+    wanted = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "taskset": "util-linux", "redis-server": "redis-server"}
     missing = [pkg for tool, pkg in wanted.items() if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
     if missing:
         log(f"installing {' '.join(missing)} from Debian's packages")
@@ -69,6 +69,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_ready(admin_port, timeout=15):
+    """Until the gateway's /readyz answers 200 (its store and upstreams ready)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz").status == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway on admin port {admin_port} did not become ready")
 
 
 def wait_port(port, timeout=15):
@@ -203,11 +216,12 @@ backend weather
 """)
 
 
-def gateway_conf(path, listen, admin, key, alg, upstream, threads=1, clients="", cache=100000):
+def gateway_conf(path, listen, admin, key, alg, upstream, threads=1, clients="", cache=100000, issuer=None, store=""):
     path.write_text(f"""
 listen: 127.0.0.1:{listen}
 admin_listen: 127.0.0.1:{admin}
-issuer: http://127.0.0.1:{listen}
+issuer: {issuer or f"http://127.0.0.1:{listen}"}
+{store}
 signing_keys:
   - kid: bench
     alg: {alg}
@@ -359,8 +373,19 @@ def main():
         gateway_conf(work / "gateway.yaml", gw, gw_admin, work / "gw-rs256.pem", "RS256", up, cache=100_000)
         gateway = Proc("gateway", [GATEWAY, "--config", work / "gateway.yaml"], cpu=PROXY_CPU)
         procs.append(gateway)
-        for port in (nx, hp, gw):
+
+        # the same gateway with its state in Redis (the revocation mirror; no Redis on the hot path)
+        rd = free_port()
+        procs.append(Proc("redis", [tool("redis-server"), "--port", rd, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], cpu=DRIVER_CPU))
+        wait_port(rd)
+        gwr, gwr_admin = free_port(), free_port()
+        gateway_conf(work / "gateway-redis.yaml", gwr, gwr_admin, work / "gw-rs256.pem", "RS256", up, cache=100_000,
+                     issuer=f"http://127.0.0.1:{gw}", store=f"store: {{type: redis, url: 'redis://127.0.0.1:{rd}/0'}}")
+        gateway_redis = Proc("gateway-redis", [GATEWAY, "--config", work / "gateway-redis.yaml"], cpu=PROXY_CPU)
+        procs.append(gateway_redis)
+        for port in (nx, hp, gw, gwr):
             wait_port(port)
+        wait_ready(gwr_admin)
 
         # tokens signed with the gateway's RS256 key; HAProxy verifies the same tokens
         fixtures("tokens", work / "gw-rs256.pem", "RS256", f"http://127.0.0.1:{gw}", 10_000, work / "tokens.txt")
@@ -372,6 +397,7 @@ def main():
             {"name": "haproxy jwt_verify", "url": f"http://127.0.0.1:{hp}/observations", "proc": haproxy, "headers": auth},
             {"name": "oada-gateway (auth: none)", "url": f"http://127.0.0.1:{gw}/public", "proc": gateway, "headers": auth},
             {"name": "oada-gateway (1 token)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway, "headers": auth},
+            {"name": "oada-gateway (1 token, store: redis)", "url": f"http://127.0.0.1:{gwr}/observations", "proc": gateway_redis, "headers": auth},
             {"name": "oada-gateway (10k tokens)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway,
              "script": LUA / "rotate_tokens.lua", "script_args": (work / "tokens.txt",)},
         ]
@@ -415,6 +441,7 @@ def main():
             "gateway_cpu_per_request_vs_nginx": gw1["cpu_us_per_request"] / summary["nginx (no auth)"]["cpu_us_per_request"],
             "gateway_cpu_per_request_vs_haproxy": gw1["cpu_us_per_request"] / summary["haproxy jwt_verify"]["cpu_us_per_request"],
             "token_check_cpu_us": gw1["cpu_us_per_request"] - summary["oada-gateway (auth: none)"]["cpu_us_per_request"],
+            "redis_vs_memory_cpu_per_request": summary["oada-gateway (1 token, store: redis)"]["cpu_us_per_request"] / gw1["cpu_us_per_request"],
         }
         log("\n/token throughput (wrk, 5 s, 32 connections)")
         tokens = token_throughput(work, up, 32, 5)
@@ -437,6 +464,7 @@ def main():
         f"(10k tokens / haproxy: {ratios['gateway_10k_vs_haproxy_rps']:.2f})")
     log(f"CPU per request, gateway / nginx: {ratios['gateway_cpu_per_request_vs_nginx']:.2f}   gateway / haproxy: {ratios['gateway_cpu_per_request_vs_haproxy']:.2f}   "
         f"token check: {ratios['token_check_cpu_us']:+.1f} us/req over the same gateway with auth: none")
+    log(f"CPU per request, store: redis / store: memory: {ratios['redis_vs_memory_cpu_per_request']:.3f}")
     log(f"gateway p99 - nginx p99: {ratios['gateway_p99_minus_nginx_p99_ms_same_load']:+.3f} ms at the same load "
         f"({ratios['gateway_p99_minus_nginx_p99_ms_saturated']:+.3f} ms saturated)")
     machine = {"cpus": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?"),
