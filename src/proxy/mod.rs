@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strict::HeadLimits;
+use strict::{HeadFacts, HeadLimits};
 
 /// Identity headers set for the upstream; copies sent by clients are always removed.
 pub const CLIENT_ID_HEADER: &str = "X-OADA-Client-Id";
@@ -60,6 +60,8 @@ pub struct RequestCtx {
     route: Option<usize>,
     grant: Option<Arc<Grant>>,
     auth: &'static str,
+    /// What the request's head says about its body, `Expect` and `Upgrade` (checked once).
+    head: HeadFacts,
     tried: [Option<SocketAddr>; MAX_ATTEMPTS],
     /// A pooled connection to the last server failed before the request went out: try that
     /// server again on a fresh connection.
@@ -137,10 +139,10 @@ impl Proxy {
     }
 
     /// Reads the (bounded) body of a request to a hosted endpoint and lets the endpoint answer.
-    async fn serve_hosted(&self, endpoint: Endpoint, session: &mut Session) -> Reply {
+    async fn serve_hosted(&self, endpoint: Endpoint, head: &HeadFacts, session: &mut Session) -> Reply {
         let body = if endpoint.takes_body(&session.req_header().method) {
             let deadline = HOSTED_BODY_DEADLINE.min(self.gw.config.server.downstream.body_timeout);
-            match read_body(session, MAX_BODY_BYTES, deadline).await {
+            match read_body(session, head, MAX_BODY_BYTES, deadline).await {
                 Ok(body) => body,
                 Err(reply) => return reply,
             }
@@ -163,11 +165,11 @@ impl Proxy {
     /// The request may go upstream: its body (if any) now has a deadline, and a client waiting
     /// for `100 Continue` gets it from the gateway (the `Expect` is not forwarded).
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
-        if strict::has_body(session.req_header()) {
+        if ctx.head.has_body() {
             if let Some(conn) = &ctx.conn {
                 conn.0.start_body_deadline();
             }
-            if strict::expects_continue(session.req_header()) {
+            if ctx.head.expects_continue() {
                 session.write_continue_response().await?;
             }
         }
@@ -191,6 +193,7 @@ impl ProxyHttp for Proxy {
             route: None,
             grant: None,
             auth: "none",
+            head: HeadFacts::default(),
             tried: [None; MAX_ATTEMPTS],
             fresh_retry: false,
             fresh_retries: 0,
@@ -207,17 +210,19 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
-        let req = session.req_header();
-        if let Err(reply) = strict::check_head(req, &self.head_limits) {
-            session.set_keepalive(None);
-            return self.reply(session, &reply).await;
+        match strict::check_head(session.req_header(), &self.head_limits) {
+            Ok(head) => ctx.head = head,
+            Err(reply) => {
+                session.set_keepalive(None);
+                return self.reply(session, &reply).await;
+            }
         }
         let req = session.req_header();
         let path = req.uri.path();
 
         if let Some(endpoint) = self.gw.oauth.endpoint_for(path) {
             ctx.label = Label::Hosted(endpoint.label());
-            let reply = self.serve_hosted(endpoint, session).await;
+            let reply = self.serve_hosted(endpoint, &ctx.head, session).await;
             return self.reply(session, &reply).await;
         }
 
@@ -271,7 +276,7 @@ impl ProxyHttp for Proxy {
                 ctx.auth = denial.metric_label();
                 metrics.count_auth_decision(ctx.auth);
                 let reply = denial.reply(self.gw.config.issuer.as_str());
-                if strict::has_body(session.req_header()) {
+                if ctx.head.has_body() {
                     // the body stays unread: do not let its bytes be taken for the next request
                     session.set_keepalive(None);
                 }
@@ -335,10 +340,13 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        strict::normalize_upstream(upstream_request, &self.own_host)?;
-        upstream_request.remove_header(CLIENT_ID_HEADER);
-        upstream_request.remove_header(SCOPE_HEADER);
-        upstream_request.remove_header(USER_ID_HEADER);
+        strict::normalize_upstream(upstream_request, &ctx.head, &self.own_host)?;
+        if ctx.head.has_identity_headers() {
+            // only the gateway says who is calling
+            upstream_request.remove_header(CLIENT_ID_HEADER);
+            upstream_request.remove_header(SCOPE_HEADER);
+            upstream_request.remove_header(USER_ID_HEADER);
+        }
         if let Some(route) = self.route(ctx) {
             if !route.forward_authorization {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
@@ -375,11 +383,11 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !strict::asks_upgrade(session.req_header()) {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.head.asks_upgrade() {
             let mut e = Error::explain(UNSOLICITED_UPGRADE, "the upstream switched protocols unasked");
             e.as_up();
             return Err(e);
@@ -550,7 +558,7 @@ impl ProxyHttp for Proxy {
 }
 
 /// Reads a request body of at most `limit` bytes; larger bodies get 413 without being read whole.
-async fn read_body(session: &mut Session, limit: usize, deadline: Duration) -> Result<Bytes, Reply> {
+async fn read_body(session: &mut Session, head: &HeadFacts, limit: usize, deadline: Duration) -> Result<Bytes, Reply> {
     let too_large = || Reply::error(413, "invalid_request", format!("the request body exceeds {limit} bytes"));
     let declared = session
         .req_header()
@@ -561,7 +569,7 @@ async fn read_body(session: &mut Session, limit: usize, deadline: Duration) -> R
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    if strict::expects_continue(session.req_header()) {
+    if head.expects_continue() {
         session
             .write_continue_response()
             .await

@@ -12,9 +12,13 @@
 //! the gateway rather than forwarded.
 
 use crate::reply::Reply;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{Method, Version};
 use pingora::http::RequestHeader;
+
+/// The gateway's identity headers (`X-OADA-Client-Id`, ...) share this prefix (header names are
+/// lower case once parsed).
+const IDENTITY_HEADER_PREFIX: &str = "x-oada-";
 
 /// Limits on a parsed request head.
 #[derive(Debug, Clone, Copy)]
@@ -24,13 +28,49 @@ pub struct HeadLimits {
     pub allow_trace: bool,
 }
 
-/// `Err(reply)` when the request must not be handled.
-pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<(), Reply> {
+/// What the gateway needs to know about a request head, gathered in the one pass that checks it
+/// so that the proxy path does not look the same headers up again and again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadFacts {
+    has_host: bool,
+    has_transfer_encoding: bool,
+    /// The first `Content-Length` value is not `0`.
+    nonzero_length: bool,
+    /// `Content-Length` is repeated or a list (`5, 5`): the upstream gets one value.
+    length_needs_collapse: bool,
+    has_expect: bool,
+    expects_continue: bool,
+    asks_upgrade: bool,
+    /// The client sent a header named `X-OADA-*`: the gateway's identity headers' namespace.
+    has_identity_headers: bool,
+}
+
+impl HeadFacts {
+    /// Does the request have a body the proxy will read?
+    pub fn has_body(&self) -> bool {
+        self.has_transfer_encoding || self.nonzero_length
+    }
+
+    /// Did the client ask to be told to go on before sending its body (RFC 9110 §10.1.1)?
+    pub fn expects_continue(&self) -> bool {
+        self.expects_continue
+    }
+
+    /// Did the client ask for a protocol upgrade (so that a 101 from the upstream is solicited)?
+    pub fn asks_upgrade(&self) -> bool {
+        self.asks_upgrade
+    }
+
+    /// Did the client send headers in the namespace of those the gateway sets (`X-OADA-*`)?
+    pub fn has_identity_headers(&self) -> bool {
+        self.has_identity_headers
+    }
+}
+
+/// Checks a request head; `Err(reply)` when the request must not be handled.
+pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<HeadFacts, Reply> {
     if req.method == Method::TRACE && !limits.allow_trace {
         return Err(Reply::error(405, "method_not_allowed", "TRACE is not allowed").with_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-    }
-    if req.version == Version::HTTP_11 && !req.headers.contains_key(HOST) {
-        return Err(Reply::error(400, "invalid_request", "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)"));
     }
     // request line: METHOD SP target SP HTTP/1.1 CRLF
     let request_line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -41,6 +81,8 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<(), Reply>
             format!("the request line is longer than {} bytes", limits.max_line),
         ));
     }
+    let mut facts = HeadFacts::default();
+    let mut lengths = 0u8;
     let mut total = request_line;
     for (name, value) in &req.headers {
         let line = name.as_str().len() + value.len() + 4;
@@ -52,6 +94,26 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<(), Reply>
             ));
         }
         total += line;
+        if name == HOST {
+            facts.has_host = true;
+        } else if name == CONTENT_LENGTH {
+            let value = value.as_bytes();
+            if lengths == 0 {
+                let first = value.split(|b| *b == b',').next().unwrap_or_default().trim_ascii();
+                facts.nonzero_length = first != b"0";
+            }
+            lengths = lengths.saturating_add(1);
+            facts.length_needs_collapse |= lengths > 1 || value.contains(&b',');
+        } else if name == TRANSFER_ENCODING {
+            facts.has_transfer_encoding = true;
+        } else if name == EXPECT {
+            facts.has_expect = true;
+            facts.expects_continue |= req.version == Version::HTTP_11 && value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == UPGRADE {
+            facts.asks_upgrade = true;
+        } else if name.as_str().starts_with(IDENTITY_HEADER_PREFIX) {
+            facts.has_identity_headers = true;
+        }
     }
     if total > limits.max_total {
         return Err(Reply::error(
@@ -60,37 +122,16 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<(), Reply>
             format!("the request head is larger than {} bytes", limits.max_total),
         ));
     }
-    Ok(())
+    if req.version == Version::HTTP_11 && !facts.has_host {
+        return Err(Reply::error(400, "invalid_request", "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)"));
+    }
+    Ok(facts)
 }
 
-/// Does the request have a body the proxy will read?
-pub fn has_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key(TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').next().is_some_and(|n| n.trim() != "0"))
-}
-
-/// Did the client ask to be told to go on before sending its body (RFC 9110 §10.1.1)?
-pub fn expects_continue(req: &RequestHeader) -> bool {
-    req.version == Version::HTTP_11
-        && req
-            .headers
-            .get(EXPECT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-}
-
-/// Did the client ask for a protocol upgrade (so that a 101 from the upstream is solicited)?
-pub fn asks_upgrade(req: &RequestHeader) -> bool {
-    req.headers.contains_key(http::header::UPGRADE)
-}
-
-/// Rewrites the request the upstream will get; `host` is the gateway's own authority, for
-/// HTTP/1.0 requests that name none.
-pub fn normalize_upstream(req: &mut RequestHeader, host: &str) -> pingora::Result<()> {
+/// Rewrites the request the upstream will get; `head` are the facts `check_head` gathered from
+/// the client's request, `host` is the gateway's own authority, for HTTP/1.0 requests that name
+/// none.
+pub fn normalize_upstream(req: &mut RequestHeader, head: &HeadFacts, host: &str) -> pingora::Result<()> {
     if req.uri.scheme().is_some() || req.uri.authority().is_some() {
         let origin_form = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let uri = origin_form
@@ -98,20 +139,18 @@ pub fn normalize_upstream(req: &mut RequestHeader, host: &str) -> pingora::Resul
             .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "origin-form target"))?;
         req.set_uri(uri);
     }
-    if !req.headers.contains_key(HOST) {
+    if !head.has_host {
         req.insert_header(HOST, host)?;
     }
-    let mut lengths = req.headers.get_all(CONTENT_LENGTH).iter();
-    let first = lengths.next().and_then(|v| v.to_str().ok()).map(str::to_string);
-    let repeated = lengths.next().is_some();
-    if let Some(first) = first {
-        if repeated || first.contains(',') {
-            // Pingora has already refused differing values; what is left are copies of one.
-            let value = first.split(',').next().unwrap_or("").trim().to_string();
-            req.insert_header(CONTENT_LENGTH, value)?;
-        }
+    if head.length_needs_collapse {
+        // Pingora has already refused differing values; what is left are copies of one.
+        let first = req.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let value = first.split(',').next().unwrap_or_default().trim().to_string();
+        req.insert_header(CONTENT_LENGTH, value)?;
     }
-    req.remove_header(&EXPECT);
+    if head.has_expect {
+        req.remove_header(&EXPECT);
+    }
     Ok(())
 }
 
@@ -166,11 +205,38 @@ mod tests {
     fn upstream_request_is_normalized() {
         let mut r = request("POST", "http://evil.example/x?y=1", &[("Content-Length", "5, 5"), ("Expect", "100-continue")]);
         r.set_version(Version::HTTP_10);
-        normalize_upstream(&mut r, "api.example").unwrap();
+        let head = check_head(&r, &limits()).unwrap();
+        assert!(head.has_body() && !head.expects_continue(), "Expect is only honoured on HTTP/1.1");
+        normalize_upstream(&mut r, &head, "api.example").unwrap();
         assert_eq!(r.uri.to_string(), "/x?y=1");
         assert_eq!(r.headers.get(HOST).unwrap(), "api.example");
         assert_eq!(r.headers.get_all(CONTENT_LENGTH).iter().count(), 1);
         assert_eq!(r.headers.get(CONTENT_LENGTH).unwrap(), "5");
         assert!(r.headers.get(EXPECT).is_none());
+    }
+
+    #[test]
+    fn head_facts() {
+        let facts = |headers: &[(&str, &str)]| check_head(&request("POST", "/", &[&[("Host", "h")], headers].concat()), &limits()).unwrap();
+        assert!(!facts(&[]).has_body());
+        assert!(!facts(&[("Content-Length", "0")]).has_body());
+        assert!(facts(&[("Content-Length", "12")]).has_body());
+        assert!(facts(&[("Transfer-Encoding", "chunked")]).has_body());
+        assert!(facts(&[("Expect", " 100-Continue ")]).expects_continue());
+        assert!(!facts(&[("Expect", "something-else")]).expects_continue());
+        assert!(facts(&[("Upgrade", "websocket")]).asks_upgrade());
+        assert!(!facts(&[]).asks_upgrade());
+        assert!(facts(&[("X-OADA-Scope", "all")]).has_identity_headers());
+        assert!(!facts(&[("X-OADA", "no")]).has_identity_headers());
+        // one value is forwarded as is, copies are collapsed
+        let mut r = request("POST", "/", &[("Host", "h"), ("Content-Length", "7")]);
+        let head = check_head(&r, &limits()).unwrap();
+        normalize_upstream(&mut r, &head, "gw").unwrap();
+        assert_eq!(r.headers.get(HOST).unwrap(), "h");
+        assert_eq!(r.headers.get(CONTENT_LENGTH).unwrap(), "7");
+        let mut r = request("POST", "/", &[("Host", "h"), ("Content-Length", "7"), ("Content-Length", "7")]);
+        let head = check_head(&r, &limits()).unwrap();
+        normalize_upstream(&mut r, &head, "gw").unwrap();
+        assert_eq!(r.headers.get_all(CONTENT_LENGTH).iter().count(), 1);
     }
 }

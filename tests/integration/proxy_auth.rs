@@ -63,6 +63,7 @@ async fn valid_token_reaches_upstream_with_identity_and_without_credentials() {
         .bearer_auth(&token)
         .header("X-OADA-Client-Id", "spoofed-client")
         .header("X-OADA-Scope", "all:all")
+        .header("x-oada-user-id", "frank")
         .send()
         .await
         .unwrap();
@@ -75,6 +76,7 @@ async fn valid_token_reaches_upstream_with_identity_and_without_credentials() {
     assert_eq!(req.header("x-oada-client-id"), Some("mm-client-1"));
     assert_eq!(req.header_count("x-oada-scope"), 1);
     assert_eq!(req.header("x-oada-scope"), Some("weather.observations:read"));
+    assert_eq!(req.header("x-oada-user-id"), None, "a partner's token speaks for no person");
     assert_eq!(req.header("authorization"), None, "the bearer token is not forwarded");
     assert_eq!(req.header("x-forwarded-for"), Some("127.0.0.1"));
 }
