@@ -53,6 +53,9 @@ fn verifier(keys: Arc<KeyRing>) -> TokenVerifier {
             max_entries: 1_000_000,
             negative_ttl: Duration::from_secs(10),
             negative_max_entries: 10_000,
+            token_lifetime: Duration::from_secs(3600),
+            outage: None,
+            partners: Vec::new(),
         },
         Arc::new(MemoryStore::new(1000, 1_000_000)),
     )

@@ -1,8 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process is up) and
-//! `/readyz` (config loaded and every upstream has a healthy server). Kept off the proxy port so
-//! that it can be firewalled separately.
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process is up),
+//! `/readyz` (config loaded and every upstream has a healthy server) and `POST /reload` (re-read
+//! the config file). Kept off the proxy port so that it can be firewalled separately: whoever
+//! reaches it can reload the config.
 
-use crate::gateway::Gateway;
+use crate::gateway::Shared;
+use crate::reload::Reloader;
 use crate::reply::Reply;
 use async_trait::async_trait;
 use http::Response;
@@ -11,33 +13,51 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 pub struct AdminApp {
-    gw: Arc<Gateway>,
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
 }
 
 impl AdminApp {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        AdminApp { gw }
+    pub fn new(shared: Arc<Shared>, reloader: Arc<Reloader>) -> Self {
+        AdminApp { shared, reloader }
     }
 
-    pub fn answer(&self, method: &http::Method, path: &str) -> Reply {
+    pub async fn answer(&self, method: &http::Method, path: &str) -> Reply {
+        if path == "/reload" {
+            if method != http::Method::POST {
+                return Reply::error(405, "method_not_allowed", "reload with POST").with_header("Allow", "POST");
+            }
+            return match self.reloader.reload("POST /reload").await {
+                Ok(done) => Reply::json(200, &serde_json::json!({"status": "reloaded", "hash": done.hash, "changed": done.changed, "needs_restart": done.needs_restart})),
+                Err(e) => Reply::json(
+                    400,
+                    &serde_json::json!({
+                        "error": "invalid_config",
+                        "error_description": "the config was not reloaded; the running one stays",
+                        "errors": e.messages(),
+                    }),
+                ),
+            }
+            .no_store();
+        }
         if method != http::Method::GET && method != http::Method::HEAD {
             return Reply::error(405, "method_not_allowed", "the admin endpoints take GET").with_header("Allow", "GET, HEAD");
         }
+        let gw = self.shared.current();
         match path {
             "/metrics" => {
-                self.gw.refresh_gauges();
+                gw.refresh_gauges();
                 let mut reply = Reply::json(200, &());
                 reply.headers = vec![
                     ("Content-Type", prometheus::TEXT_FORMAT.to_string()),
                     ("Cache-Control", "no-store".to_string()),
                 ];
-                reply.body = self.gw.metrics.render().into();
+                reply.body = self.shared.metrics.render().into();
                 reply
             }
             "/healthz" => Reply::json(200, &serde_json::json!({"status": "ok"})),
             "/readyz" => {
-                let upstreams: serde_json::Map<String, serde_json::Value> = self
-                    .gw
+                let upstreams: serde_json::Map<String, serde_json::Value> = gw
                     .upstreams
                     .iter()
                     .map(|u| {
@@ -50,17 +70,17 @@ impl AdminApp {
                         (u.name().to_string(), serde_json::json!({ "healthy_servers": healthy }))
                     })
                     .collect();
-                let ready = self.gw.is_ready();
-                let store = match self.gw.store.revocations().stale_since() {
+                let ready = gw.is_ready();
+                let store = match gw.store.revocations().stale_since() {
                     None => serde_json::json!({"status": "ok"}),
                     Some(since) => serde_json::json!({"status": "unavailable", "revocations_stale_since": since}),
                 };
                 Reply::json(
                     if ready { 200 } else { 503 },
-                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "upstreams": upstreams, "store": store}),
+                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "config": gw.config.hash, "upstreams": upstreams, "store": store}),
                 )
             }
-            _ => Reply::error(404, "not_found", "admin endpoints: /metrics, /healthz, /readyz"),
+            _ => Reply::error(404, "not_found", "admin endpoints: /metrics, /healthz, /readyz, POST /reload"),
         }
     }
 }
@@ -69,7 +89,8 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let reply = self.answer(&req.method, req.uri.path());
+        let (method, path) = (req.method.clone(), req.uri.path().to_string());
+        let reply = self.answer(&method, &path).await;
         let mut builder = Response::builder().status(reply.status);
         for (name, value) in &reply.headers {
             builder = builder.header(*name, value);

@@ -1,4 +1,8 @@
-//! The running gateway's shared state, built once from the validated config.
+//! The running gateway: [`Shared`] holds what lives as long as the process (metrics, the store,
+//! the in-flight count) and the [`Gateway`] in force, one loaded config and everything built from
+//! it. A reload builds the next `Gateway` beside the running one and swaps it in atomically: each
+//! request takes the one in force when it starts and keeps it to its end, so it sees one config,
+//! old or new, never a mix.
 
 use crate::auth::verifier::{TokenVerifier, VerifierConfig};
 use crate::auth::Authorizer;
@@ -6,9 +10,11 @@ use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::oauth::AuthorizationServer;
 use crate::store::{Store, StoreTask};
-use crate::upstream::{HealthService, Upstream};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// Requests being handled by the proxy right now; shutdown waits for this to reach zero.
 #[derive(Default)]
@@ -37,63 +43,58 @@ impl Drop for InFlightGuard {
 /// The `route` label of requests that match no route and no hosted endpoint.
 pub const UNMATCHED_LABEL: &str = "unmatched";
 
+/// One loaded config and everything built from it.
 pub struct Gateway {
     pub config: Arc<Config>,
     pub authorizer: Authorizer,
     pub verifier: Arc<TokenVerifier>,
     pub oauth: AuthorizationServer,
     /// Indexed like `config.upstreams` (routes refer to them by index).
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
     /// Request metrics resolved per route (indexed by route id), and for requests matching none.
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched_metrics: RouteMetrics,
     pub store: Arc<dyn Store>,
-    pub in_flight: Arc<InFlight>,
 }
 
 impl Gateway {
-    /// Builds the gateway with the configured store, and the background work the server must
-    /// run (health checks, the store's task).
-    pub fn build(config: Config) -> Result<(Arc<Gateway>, Vec<HealthService>, Option<StoreTask>), String> {
-        let metrics = Arc::new(Metrics::new());
-        let (store, store_task) = crate::store::open(&config, metrics.clone())?;
-        let (gateway, services) = Self::build_with(config, store, metrics).map_err(|e| format!("cannot set up upstreams: {e}"))?;
-        Ok((gateway, services, store_task))
-    }
-
-    /// Builds the gateway on a given store.
-    pub fn build_with(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> std::io::Result<(Arc<Gateway>, Vec<HealthService>)> {
+    /// Builds what `config` describes on the process's store and metrics. `previous`, the
+    /// gateway being replaced on a reload, lends what must survive it: the token caches,
+    /// unchanged upstreams (with their pooled health state) and rate-limit counts.
+    pub fn build(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>, previous: Option<&Gateway>) -> std::io::Result<Gateway> {
         let config = Arc::new(config);
-        let verifier = Arc::new(TokenVerifier::new(
-            config.keys.clone(),
-            &VerifierConfig {
-                issuer: config.issuer.as_str().to_string(),
-                audience: config.audience.clone(),
-                leeway: config.leeway,
-                max_entries: config.cache.max_entries,
-                negative_ttl: config.cache.negative_ttl,
-                negative_max_entries: config.cache.negative_max_entries,
-                token_lifetime: config.token_lifetime,
-                outage: match &config.store {
-                    crate::config::StoreConfig::Redis(r) => Some((r.on_outage, r.max_stale)),
-                    crate::config::StoreConfig::Memory => None,
-                },
+        let verifier_config = VerifierConfig {
+            issuer: config.issuer.as_str().to_string(),
+            audience: config.audience.clone(),
+            leeway: config.leeway,
+            max_entries: config.cache.max_entries,
+            negative_ttl: config.cache.negative_ttl,
+            negative_max_entries: config.cache.negative_max_entries,
+            token_lifetime: config.token_lifetime,
+            outage: match &config.store {
+                crate::config::StoreConfig::Redis(r) => Some((r.on_outage, r.max_stale)),
+                crate::config::StoreConfig::Memory => None,
             },
-            store.clone(),
-        ));
+            partners: config.clients.iter().map(|c| c.name.clone()).collect(),
+        };
+        let verifier = Arc::new(match previous {
+            Some(p) => TokenVerifier::succeeding(config.keys.clone(), &verifier_config, store.clone(), &p.verifier),
+            None => TokenVerifier::new(config.keys.clone(), &verifier_config, store.clone()),
+        });
         let authorizer = Authorizer::new(verifier.clone(), config.bearer.allow_query_token);
-        let mut upstreams = Vec::new();
-        let mut services = Vec::new();
-        for u in &config.upstreams {
-            let (upstream, service) = Upstream::build(u)?;
-            upstreams.push(upstream);
-            services.extend(service);
-        }
-        let oauth = AuthorizationServer::new(config.clone(), verifier.clone(), store.clone(), metrics.clone());
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let before = previous.and_then(|p| p.upstreams.iter().find(|old| old.name() == u.name));
+                Upstream::build(u, before)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let oauth = AuthorizationServer::new(config.clone(), verifier.clone(), store.clone(), metrics.clone(), previous.map(|p| &p.oauth));
         let route_metrics = config.routes.routes().iter().map(|r| metrics.route_metrics(&r.name)).collect();
         let unmatched_metrics = metrics.route_metrics(UNMATCHED_LABEL);
-        let gateway = Gateway {
+        Ok(Gateway {
             config,
             route_metrics,
             unmatched_metrics,
@@ -103,14 +104,12 @@ impl Gateway {
             upstreams,
             metrics,
             store,
-            in_flight: Arc::default(),
-        };
-        Ok((Arc::new(gateway), services))
+        })
     }
 
     /// Ready to serve: every upstream has a healthy server, and the revocations are known.
     pub fn is_ready(&self) -> bool {
-        self.upstreams.iter().all(Upstream::is_ready) && self.store_is_current()
+        self.upstreams.iter().all(|u| u.is_ready()) && self.store_is_current()
     }
 
     /// The store answers and this replica's revocation list is current.
@@ -135,5 +134,46 @@ impl Gateway {
                     .set(i64::from(healthy));
             }
         }
+    }
+}
+
+/// What lives as long as the process, and the gateway in force.
+pub struct Shared {
+    current: ArcSwap<Gateway>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn Store>,
+    pub in_flight: Arc<InFlight>,
+    /// Woken whenever a gateway is installed (the health supervisor follows the upstreams).
+    pub upstreams_changed: Notify,
+}
+
+impl Shared {
+    /// Opens the configured store and builds the first gateway; the store's background task (if
+    /// any) must be run by the server.
+    pub fn open(config: Config) -> Result<(Arc<Shared>, Option<StoreTask>), String> {
+        let metrics = Arc::new(Metrics::new());
+        let (store, store_task) = crate::store::open(&config, metrics.clone())?;
+        let gateway = Gateway::build(config, store.clone(), metrics.clone(), None).map_err(|e| format!("cannot set up upstreams: {e}"))?;
+        metrics.set_config_info(&gateway.config.hash);
+        let shared = Shared {
+            current: ArcSwap::from_pointee(gateway),
+            metrics,
+            store,
+            in_flight: Arc::default(),
+            upstreams_changed: Notify::new(),
+        };
+        Ok((Arc::new(shared), store_task))
+    }
+
+    /// The gateway in force; a request holds it to its end.
+    pub fn current(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Puts `gateway` in force for every request that starts from now on.
+    pub fn install(&self, gateway: Gateway) {
+        self.metrics.set_config_info(&gateway.config.hash);
+        self.current.store(Arc::new(gateway));
+        self.upstreams_changed.notify_waiters();
     }
 }

@@ -20,6 +20,7 @@ pub mod partner;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod reload;
 pub mod reply;
 pub mod routes;
 pub mod sample_api;

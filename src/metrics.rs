@@ -33,6 +33,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub store_latency: HistogramVec,
     pub revocation_mirror_entries: prometheus::IntGauge,
+    config_info: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -295,6 +297,20 @@ impl Metrics {
             "Requests refused with 429 by a rate limit, by partner (or - for per-address limits) and rule.",
             &["partner", "rule"],
         );
+        let config_info = IntGaugeVec::new(
+            Opts::new("oada_gateway_config_info", "The config in force: 1 for its hash (the config text and the files it names)."),
+            &["hash"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(config_info.clone())).expect("unique metric");
+        let config_reloads = counter_vec(
+            "oada_gateway_config_reloads_total",
+            "Config reloads (SIGHUP, POST /reload), by result: ok, or error (the running config stays).",
+            &["result"],
+        );
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -324,7 +340,15 @@ impl Metrics {
             store_errors,
             store_latency,
             revocation_mirror_entries,
+            config_info,
+            config_reloads,
         }
+    }
+
+    /// Records which config is in force (one series, for its hash).
+    pub fn set_config_info(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -2,7 +2,9 @@
 
 use crate::admin::AdminApp;
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::Shared;
+use crate::reload::{ReloadOnHangup, Reloader};
+use crate::upstream::supervisor::HealthSupervisor;
 use crate::proxy::Proxy;
 use crate::store::StoreTask;
 use pingora::services::background::{background_service, BackgroundService};
@@ -10,6 +12,7 @@ use pingora::server::ShutdownWatch;
 use async_trait::async_trait;
 use crate::downstream::{ConnectionGuard, GuardedProxy};
 use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -33,13 +36,6 @@ pub enum StartError {
     Tls { addr: SocketAddr, reason: String },
 }
 
-/// SIGTERM and SIGINT both drain gracefully: the listeners close at once, in-flight requests
-/// finish, and the process exits as soon as none is left, or when the grace period ends, whichever
-/// comes first (Pingora alone always waits the whole period). A second signal exits at once.
-struct GracefulSignals {
-    in_flight: Arc<InFlight>,
-}
-
 /// Bytes Pingora buffers of each client connection's reads.
 const CLIENT_READ_BUFFER_BYTES: usize = 8 * 1024;
 
@@ -47,48 +43,83 @@ const CLIENT_READ_BUFFER_BYTES: usize = 8 * 1024;
 /// connection accepted just before the listener closed whose request is still being read.
 const DRAINED_FOR: Duration = Duration::from_millis(150);
 
+/// How long idle keep-alive connections are kept open once shutdown begins: a client that sends
+/// its next request meanwhile gets an answer (with `Connection: close`) instead of a connection
+/// closed under it.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// SIGTERM and SIGINT drain gracefully; SIGQUIT hands the listening sockets to a process
+/// started with `--upgrade`, then drains. A second signal exits at once.
+struct Signals;
+
 #[async_trait]
-impl ShutdownSignalWatch for GracefulSignals {
+impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+        else {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
         };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let (name, kind) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", ShutdownSignal::GracefulTerminate),
+            _ = int.recv() => ("SIGINT", ShutdownSignal::GracefulTerminate),
+            _ = quit.recv() => ("SIGQUIT", ShutdownSignal::GracefulUpgrade),
         };
-        tracing::info!(
-            signal = name,
-            in_flight = self.in_flight.count(),
-            "shutting down gracefully: no new connections, finishing in-flight requests"
-        );
+        match kind {
+            ShutdownSignal::GracefulUpgrade => tracing::info!(
+                signal = name,
+                "graceful upgrade: handing the listening sockets to the new process, then finishing in-flight requests"
+            ),
+            _ => tracing::info!(signal = name, "shutting down gracefully: no new connections, finishing in-flight requests"),
+        }
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
+                _ = quit.recv() => {},
             }
             tracing::warn!("second signal: exiting now");
             std::process::exit(130);
         });
-        let in_flight = self.in_flight.clone();
-        tokio::spawn(async move {
-            let mut idle_since: Option<Instant> = None;
-            loop {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-                if in_flight.count() > 0 {
-                    idle_since = None;
-                    continue;
-                }
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= DRAINED_FOR {
-                    tracing::info!("all in-flight requests finished; oada-gateway stopped");
-                    std::process::exit(0);
-                }
+        kind
+    }
+}
+
+/// Ends the process once shutdown has begun and the drain is done: no request in flight, and
+/// either no client connection left or [`DRAIN_LINGER`] passed (idle keep-alive connections
+/// are served one more request, answered with `Connection: close`, meanwhile). Pingora alone
+/// would wait the whole grace period.
+struct Drain {
+    in_flight: Arc<InFlight>,
+    guard: Arc<ConnectionGuard>,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-        });
-        ShutdownSignal::GracefulTerminate
+        }
+        tracing::info!(in_flight = self.in_flight.count(), connections = self.guard.open_connections(), "draining");
+        let began = Instant::now();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let lingering = self.guard.open_connections() > 0 && began.elapsed() < DRAIN_LINGER;
+            if self.in_flight.count() > 0 || lingering {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAINED_FOR {
+                tracing::info!("all in-flight requests finished; oada-gateway stopped");
+                std::process::exit(0);
+            }
+        }
     }
 }
 
@@ -145,12 +176,24 @@ fn raise_file_limit(max_connections: usize) {
     }
 }
 
+/// How the process starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartMode {
+    /// Take the listening sockets over from a running process (graceful upgrade) instead of
+    /// binding them.
+    pub upgrade: bool,
+}
+
 /// Runs the gateway; returns once it has shut down.
-pub fn run(config: Config) -> Result<(), StartError> {
-    probe_bind("listen", config.listen)?;
-    probe_bind("admin_listen", config.admin_listen)?;
+pub fn run(config: Config, mode: StartMode) -> Result<(), StartError> {
+    if !mode.upgrade {
+        probe_bind("listen", config.listen)?;
+        probe_bind("admin_listen", config.admin_listen)?;
+    }
     raise_file_limit(config.server.downstream.max_connections);
-    let (gateway, health_services, store_task) = Gateway::build(config).map_err(StartError::Store)?;
+    let file = config.file.clone();
+    let (shared, store_task) = Shared::open(config).map_err(StartError::Store)?;
+    let gateway = shared.current();
     let cfg = &gateway.config;
 
     let conf = ServerConf {
@@ -159,14 +202,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
         grace_period_seconds: Some(whole_seconds(cfg.server.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(cfg.server.graceful_shutdown_timeout)),
         upstream_keepalive_pool_size: cfg.server.upstream_keepalive_pool_size,
+        upgrade_sock: cfg.server.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let options = Opt {
+        upgrade: mode.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(options), conf);
+    if mode.upgrade {
+        tracing::info!(socket = %cfg.server.upgrade_socket.display(), "waiting for the running process to hand over its listening sockets (send it SIGQUIT)");
+    }
     server.bootstrap();
 
-    let guard = Arc::new(ConnectionGuard::new(cfg.server.downstream.clone(), gateway.metrics.clone()));
-    let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(gateway.clone()));
-    let mut proxy = Service::new("oada-gateway proxy".to_string(), GuardedProxy::new(http, guard));
+    let guard = Arc::new(ConnectionGuard::new(cfg.server.downstream.clone(), shared.metrics.clone()));
+    let http = pingora::proxy::http_proxy(&server.configuration, Proxy::new(shared.clone()));
+    let mut proxy = Service::new("oada-gateway proxy".to_string(), GuardedProxy::new(http, guard.clone()));
     // Pingora buffers 64 KiB of reads per connection by default; request heads are bounded far
     // lower (server.max_request_header_bytes), and larger body reads bypass the buffer anyway.
     let mut endpoint = ListenerConfig::tcp(cfg.listen.to_string())
@@ -180,7 +231,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         endpoint = endpoint.tls(settings);
     }
     proxy.add_listener(endpoint);
-    let mut admin = Service::new("oada-gateway admin".to_string(), AdminApp::new(gateway.clone()));
+    let reloader = Arc::new(Reloader::new(shared.clone(), file));
+    let mut admin = Service::new("oada-gateway admin".to_string(), AdminApp::new(shared.clone(), reloader.clone()));
     admin.add_tcp(&cfg.admin_listen.to_string());
     admin.threads = Some(1);
 
@@ -192,20 +244,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
         upstreams = cfg.upstreams.len(),
         clients = cfg.clients.len(),
         tls = cfg.tls.is_some(),
+        config = %cfg.hash,
         "oada-gateway starting"
     );
+    drop(gateway);
     server.add_service(proxy);
     server.add_service(admin);
-    for service in health_services {
-        server.add_service(service);
-    }
+    server.add_service(background_service("health checks", HealthSupervisor::new(shared.clone())));
+    server.add_service(background_service("reload on SIGHUP", ReloadOnHangup(reloader)));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            in_flight: shared.in_flight.clone(),
+            guard,
+        },
+    ));
     if let Some(task) = store_task {
         server.add_service(background_service("store", StoreService(std::sync::Mutex::new(Some(task)))));
     }
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals {
-            in_flight: gateway.in_flight.clone(),
-        }),
+        shutdown_signal: Box::new(Signals),
     });
     tracing::info!("oada-gateway stopped");
     Ok(())

@@ -40,6 +40,28 @@ pub struct Grant {
     pub client_id_header: HeaderValue,
     pub user_id_header: Option<HeaderValue>,
     pub scope_header: HeaderValue,
+    /// Who the client belongs to, for `X-OADA-Partner`, billing and per-partner limits.
+    pub partner: Option<PartnerOf>,
+    /// `X-OADA-Partner`: the partner's name or the software's id.
+    pub partner_header: Option<HeaderValue>,
+}
+
+/// The party behind a token's client, from the token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PartnerOf {
+    /// A partner configured in `gateway.yaml` (`partner` claim): removing the partner from the
+    /// config refuses its tokens.
+    Configured(Box<str>),
+    /// A client registered with a software statement (`software_id` claim).
+    Software(Box<str>),
+}
+
+impl PartnerOf {
+    pub fn name(&self) -> &str {
+        match self {
+            PartnerOf::Configured(n) | PartnerOf::Software(n) => n,
+        }
+    }
 }
 
 /// A verified, unexpired, unrevoked access token.
@@ -53,6 +75,10 @@ pub struct ValidToken {
     has_grant_id: bool,
     /// The revocation-list epoch the token was last checked at.
     checked_epoch: u64,
+    /// The signing key that verified it ([`key_fingerprint`]).
+    key: u64,
+    /// The generation of the verifier (one per loaded config) that last found it valid.
+    generation: u64,
 }
 
 impl ValidToken {
@@ -81,6 +107,8 @@ pub enum TokenRejection {
     IssuedInFuture,
     Expired,
     Revoked,
+    /// The token names a partner the current config does not have (removed since).
+    UnknownPartner,
 }
 
 impl TokenRejection {
@@ -100,6 +128,7 @@ impl TokenRejection {
             TokenRejection::IssuedInFuture => "the access token was issued in the future",
             TokenRejection::Expired => "the access token expired",
             TokenRejection::Revoked => "the access token was revoked",
+            TokenRejection::UnknownPartner => "the access token was issued to a partner that is no longer configured",
         }
     }
 
@@ -145,6 +174,8 @@ struct Claims {
     /// Only tokens issued for a person carry it; their `sub` is the person.
     auth_time: Option<u64>,
     grant_id: Option<String>,
+    partner: Option<String>,
+    software_id: Option<String>,
 }
 
 /// Cache key: 128 bits of a keyed BLAKE3 hash of the token.
@@ -204,26 +235,100 @@ pub struct VerifierConfig {
     /// With a shared store: what to do while the revocation list may be stale, and how long
     /// cached tokens may be served then.
     pub outage: Option<(crate::config::OutagePolicy, Duration)>,
+    /// The configured partners: a token whose `partner` claim names another is refused.
+    pub partners: Vec<String>,
 }
+
+/// What a cached answer depends on besides the keys and partners: caches built for other
+/// settings are not reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CacheSettings {
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    max_entries: u64,
+    negative_ttl: Duration,
+    negative_max_entries: u64,
+}
+
+/// The caches a verifier fills. A reload hands them to the next config's verifier when the
+/// settings they depend on are unchanged, so that valid tokens stay cached; entries made under
+/// an earlier config are checked against the new keys and partners on their next use.
+pub struct TokenCaches {
+    settings: CacheSettings,
+    hash_key: [u8; 32],
+    cache: Cache<TokenKey, ValidToken, PrehashedKey>,
+    negative: Cache<TokenKey, TokenRejection, PrehashedKey>,
+    grants: Cache<String, Arc<Grant>>,
+}
+
+impl TokenCaches {
+    fn new(settings: CacheSettings) -> Self {
+        let mut hash_key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut hash_key).expect("the system random number generator failed");
+        TokenCaches {
+            hash_key,
+            cache: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .expire_after(UntilTokenExpiry)
+                .build_with_hasher(PrehashedKey),
+            negative: Cache::builder()
+                .max_capacity(settings.negative_max_entries)
+                .time_to_live(settings.negative_ttl.max(Duration::from_millis(1)))
+                .build_with_hasher(PrehashedKey),
+            grants: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            settings,
+        }
+    }
+}
+
+/// A short fingerprint of a signing key: its `kid` and its public key (a key replaced under the
+/// same `kid` is another key).
+fn key_fingerprint(key: &crate::keys::SigningKey) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(key.kid.as_bytes());
+    h.update(&[0]);
+    h.update(key.public.thumbprint().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub struct TokenVerifier {
     keys: Arc<KeyRing>,
+    /// [`key_fingerprint`] of each key, in key-ring order.
+    fingerprints: Vec<u64>,
     max_token_lifetime: u64,
     /// How long cached tokens are served while the revocation list is stale (0: not at all).
     serve_stale_for: u64,
     /// One prepared `Validation` per key, in key-ring order.
     validations: Vec<Validation>,
     leeway: u64,
-    hash_key: [u8; 32],
-    cache: Cache<TokenKey, ValidToken, PrehashedKey>,
-    negative: Cache<TokenKey, TokenRejection, PrehashedKey>,
-    grants: Cache<String, Arc<Grant>>,
+    partners: std::collections::HashSet<Box<str>>,
+    /// Distinct for every verifier: cache entries of another generation are checked again.
+    generation: u64,
+    caches: Arc<TokenCaches>,
     store: Arc<dyn Store>,
     revocations: Arc<RevocationList>,
 }
 
 impl TokenVerifier {
     pub fn new(keys: Arc<KeyRing>, config: &VerifierConfig, store: Arc<dyn Store>) -> Self {
+        Self::with_caches(keys, config, store, None)
+    }
+
+    /// A verifier for a new config that keeps `previous`'s caches when they were built for the
+    /// same issuer, audience, leeway and cache sizes.
+    pub fn succeeding(keys: Arc<KeyRing>, config: &VerifierConfig, store: Arc<dyn Store>, previous: &TokenVerifier) -> Self {
+        Self::with_caches(keys, config, store, Some(previous.caches.clone()))
+    }
+
+    fn with_caches(keys: Arc<KeyRing>, config: &VerifierConfig, store: Arc<dyn Store>, caches: Option<Arc<TokenCaches>>) -> Self {
         let validations = keys
             .keys()
             .iter()
@@ -237,9 +342,24 @@ impl TokenVerifier {
                 v
             })
             .collect();
-        let mut hash_key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut hash_key).expect("the system random number generator failed");
+        let settings = CacheSettings {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway,
+            max_entries: config.max_entries,
+            negative_ttl: config.negative_ttl,
+            negative_max_entries: config.negative_max_entries,
+        };
+        let caches = match caches {
+            Some(caches) if caches.settings == settings => {
+                // a refusal may not hold under the new config (a key or partner added back)
+                caches.negative.invalidate_all();
+                caches
+            }
+            _ => Arc::new(TokenCaches::new(settings)),
+        };
         TokenVerifier {
+            fingerprints: keys.keys().iter().map(key_fingerprint).collect(),
             keys,
             max_token_lifetime: config.token_lifetime.as_secs(),
             serve_stale_for: match config.outage {
@@ -248,26 +368,32 @@ impl TokenVerifier {
             },
             validations,
             leeway: config.leeway.as_secs(),
-            hash_key,
-            cache: Cache::builder()
-                .max_capacity(config.max_entries)
-                .expire_after(UntilTokenExpiry)
-                .build_with_hasher(PrehashedKey),
-            negative: Cache::builder()
-                .max_capacity(config.negative_max_entries)
-                .time_to_live(config.negative_ttl.max(Duration::from_millis(1)))
-                .build_with_hasher(PrehashedKey),
-            grants: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
+            partners: config.partners.iter().map(|p| p.clone().into_boxed_str()).collect(),
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            caches,
             revocations: store.revocations(),
             store,
         }
     }
 
+    /// Does this verifier's config still accept a token found valid under an earlier one: its
+    /// key is still configured, and so is its partner?
+    fn still_accepts(&self, valid: &ValidToken) -> Result<(), TokenRejection> {
+        if !self.fingerprints.contains(&valid.key) {
+            return Err(TokenRejection::UnknownKey);
+        }
+        self.partner_known(valid.grant.partner.as_ref())
+    }
+
+    fn partner_known(&self, partner: Option<&PartnerOf>) -> Result<(), TokenRejection> {
+        match partner {
+            Some(PartnerOf::Configured(name)) if !self.partners.contains(name) => Err(TokenRejection::UnknownPartner),
+            _ => Ok(()),
+        }
+    }
+
     pub fn key_of(&self, token: &str) -> TokenKey {
-        let hash = blake3::keyed_hash(&self.hash_key, token.as_bytes());
+        let hash = blake3::keyed_hash(&self.caches.hash_key, token.as_bytes());
         let mut first = [0u8; 16];
         first.copy_from_slice(&hash.as_bytes()[..16]);
         u128::from_le_bytes(first)
@@ -275,26 +401,34 @@ impl TokenVerifier {
 
     /// The cached answer for `token`, if any: no signature check, no allocation.
     pub fn lookup(&self, key: TokenKey, now: u64) -> Option<Result<ValidToken, TokenRejection>> {
-        if let Some(valid) = self.cache.get(&key) {
+        let caches = &*self.caches;
+        if let Some(valid) = caches.cache.get(&key) {
             if valid.valid_until <= now {
-                self.cache.invalidate(&key);
+                caches.cache.invalidate(&key);
                 return Some(Err(TokenRejection::Expired));
             }
             let epoch = self.revocations.epoch();
-            if valid.checked_epoch != epoch {
-                // something was revoked since this token was checked: check it again, once
-                if self.revocations.any_revoked(valid.revocation_keys(), now) {
-                    self.cache.invalidate(&key);
-                    self.negative.insert(key, TokenRejection::Revoked);
-                    return Some(Err(TokenRejection::Revoked));
+            if valid.checked_epoch != epoch || valid.generation != self.generation {
+                // something was revoked, or the config reloaded, since this token was checked:
+                // check it again, once
+                let refusal = if self.revocations.any_revoked(valid.revocation_keys(), now) {
+                    Err(TokenRejection::Revoked)
+                } else {
+                    self.still_accepts(&valid)
+                };
+                if let Err(rejection) = refusal {
+                    caches.cache.invalidate(&key);
+                    caches.negative.insert(key, rejection);
+                    return Some(Err(rejection));
                 }
                 let mut rechecked = valid.clone();
                 rechecked.checked_epoch = epoch;
-                self.cache.insert(key, rechecked);
+                rechecked.generation = self.generation;
+                caches.cache.insert(key, rechecked);
             }
             return Some(Ok(valid));
         }
-        self.negative.get(&key).map(Err)
+        caches.negative.get(&key).map(Err)
     }
 
     /// Verifies `token` at Unix time `now`, from the cache when possible.
@@ -335,12 +469,12 @@ impl TokenVerifier {
         });
         match result {
             Ok(valid) => {
-                self.cache.insert(key, valid.clone());
+                self.caches.cache.insert(key, valid.clone());
                 Ok(Verified { token: valid, cached: false })
             }
             Err(rejection) => {
                 if rejection.worth_caching() {
-                    self.negative.insert(key, rejection);
+                    self.caches.negative.insert(key, rejection);
                 }
                 Err(VerifyError::Rejected(rejection))
             }
@@ -349,7 +483,8 @@ impl TokenVerifier {
 
     /// Header checks (kid, the key's own algorithm, `typ`), signature and registered claims
     /// (`iss`, `aud`, `exp`/`nbf` with leeway), then deserializes the claims as `T`.
-    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenRejection> {
+    /// `key_index` is set to the index of the key that verified it.
+    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str, key_index: &mut usize) -> Result<T, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         // `crit` names extensions the verifier must understand; it understands none (RFC 7515
         // §4.1.11). Duplicate header members are refused while looking.
@@ -369,6 +504,7 @@ impl TokenVerifier {
             .iter()
             .position(|k| k.kid == kid)
             .ok_or(TokenRejection::UnknownKey)?;
+        *key_index = index;
         let key = &self.keys.keys()[index];
         // The key decides the algorithm; a header naming another one (HS256 with the public key
         // as secret, `none`, ...) is refused before any verification.
@@ -399,7 +535,8 @@ impl TokenVerifier {
     /// What a cache miss costs before the revocation check: signature and claim checks. Public
     /// for benchmarks; requests go through [`Self::verify`].
     pub fn check_signature_and_claims(&self, token: &str, now: u64) -> Result<ValidToken, TokenRejection> {
-        let claims: Claims = self.decode(token)?;
+        let mut key_index = 0;
+        let claims: Claims = self.decode(token, &mut key_index)?;
         let (Some(client_id), Some(scope), Some(jti)) = (claims.client_id, claims.scope, claims.jti) else {
             return Err(TokenRejection::MissingClaim);
         };
@@ -411,7 +548,13 @@ impl TokenVerifier {
             return Err(TokenRejection::Expired);
         }
         let user = claims.auth_time.map(|_| claims.sub);
-        let grant = self.grant(client_id, user, scope)?;
+        let partner = match (claims.partner, claims.software_id) {
+            (Some(name), _) => Some(PartnerOf::Configured(name.into_boxed_str())),
+            (None, Some(id)) => Some(PartnerOf::Software(id.into_boxed_str())),
+            (None, None) => None,
+        };
+        self.partner_known(partner.as_ref())?;
+        let grant = self.grant(client_id, user, scope, partner)?;
         let grant_hash = claims.grant_id.as_deref().map(|g| self.revocations.hash(Revoked::Grant(g)));
         Ok(ValidToken {
             valid_until,
@@ -419,6 +562,8 @@ impl TokenVerifier {
             revocation_keys: [self.revocations.hash(Revoked::Token(&jti)), grant_hash.unwrap_or(0)],
             has_grant_id: grant_hash.is_some(),
             checked_epoch: 0,
+            key: self.fingerprints[key_index],
+            generation: self.generation,
         })
     }
 
@@ -428,7 +573,9 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(VerifyError::Rejected(TokenRejection::Malformed));
         }
-        let claims: AccessTokenClaims = self.decode(token).map_err(VerifyError::Rejected)?;
+        let claims: AccessTokenClaims = self.decode(token, &mut 0).map_err(VerifyError::Rejected)?;
+        let partner = claims.partner.as_deref().map(|p| PartnerOf::Configured(p.into()));
+        self.partner_known(partner.as_ref()).map_err(VerifyError::Rejected)?;
         if claims.iat > now + self.leeway {
             return Err(VerifyError::Rejected(TokenRejection::IssuedInFuture));
         }
@@ -446,27 +593,30 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    fn grant(&self, client_id: String, user: Option<String>, scope: String) -> Result<Arc<Grant>, TokenRejection> {
-        let key = format!("{client_id}\n{}\n{scope}", user.as_deref().unwrap_or(""));
-        if let Some(g) = self.grants.get(&key) {
+    fn grant(&self, client_id: String, user: Option<String>, scope: String, partner: Option<PartnerOf>) -> Result<Arc<Grant>, TokenRejection> {
+        let (kind, name) = match &partner {
+            Some(PartnerOf::Configured(n)) => ("p", &**n),
+            Some(PartnerOf::Software(n)) => ("s", &**n),
+            None => ("", ""),
+        };
+        let key = format!("{client_id}\n{}\n{scope}\n{kind}{name}", user.as_deref().unwrap_or(""));
+        let grants = &self.caches.grants;
+        if let Some(g) = grants.get(&key) {
             return Ok(g);
         }
         let scopes = ScopeSet::parse(&scope).map_err(|_| TokenRejection::Malformed)?;
-        let client_id_header = HeaderValue::from_str(&client_id).map_err(|_| TokenRejection::Malformed)?;
-        let user_id_header = match &user {
-            Some(u) => Some(HeaderValue::from_str(u).map_err(|_| TokenRejection::Malformed)?),
-            None => None,
-        };
-        let scope_header = HeaderValue::from_str(&scope).map_err(|_| TokenRejection::Malformed)?;
+        let header = |value: &str| HeaderValue::from_str(value).map_err(|_| TokenRejection::Malformed);
         let grant = Arc::new(Grant {
-            client_id_header,
-            user_id_header,
-            scope_header,
+            client_id_header: header(&client_id)?,
+            user_id_header: user.as_deref().map(header).transpose()?,
+            scope_header: header(&scope)?,
+            partner_header: partner.as_ref().map(|p| header(p.name())).transpose()?,
             client_id: client_id.into_boxed_str(),
             user_id: user.map(String::into_boxed_str),
             scopes,
+            partner,
         });
-        self.grants.insert(key, grant.clone());
+        grants.insert(key, grant.clone());
         Ok(grant)
     }
 
@@ -475,8 +625,8 @@ impl TokenVerifier {
     pub async fn revoke(&self, token: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
         self.store.revoke(Revoked::Token(jti), exp.saturating_add(self.leeway)).await?;
         let key = self.key_of(token);
-        self.cache.invalidate(&key);
-        self.negative.insert(key, TokenRejection::Revoked);
+        self.caches.cache.invalidate(&key);
+        self.caches.negative.insert(key, TokenRejection::Revoked);
         Ok(())
     }
 
@@ -493,8 +643,8 @@ impl TokenVerifier {
 
     /// Number of positive cache entries (approximate; for tests and diagnostics).
     pub fn cached_entries(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.caches.cache.run_pending_tasks();
+        self.caches.cache.entry_count()
     }
 }
 
@@ -528,6 +678,7 @@ mod tests {
                 negative_max_entries: 1000,
                 token_lifetime: Duration::from_secs(60),
                 outage: None,
+                partners: vec!["mm".into()],
             },
             Arc::new(MemoryStore::new(10, 1000)),
         );
@@ -547,6 +698,8 @@ mod tests {
             jti: "j1".into(),
             auth_time: None,
             grant_id: None,
+            partner: None,
+            software_id: None,
         }
     }
 
@@ -652,7 +805,7 @@ mod tests {
             grant_id: "g1",
         };
         let t = issuer
-            .issue_for("app", Some(&person), &ScopeSet::parse("a:read").unwrap(), now)
+            .issue_for("app", None, Some(&person), &ScopeSet::parse("a:read").unwrap(), now)
             .unwrap();
         let verified = v.verify(&t.access_token, now).await.unwrap();
         assert_eq!(verified.token.grant.user_id.as_deref(), Some("frank"));
@@ -679,5 +832,56 @@ mod tests {
         let tampered = String::from_utf8(tampered).unwrap();
         assert_eq!(rejection(v.verify(&tampered, now).await), TokenRejection::BadSignature);
         assert!(matches!(v.lookup(v.key_of(&tampered), now), Some(Err(TokenRejection::BadSignature))));
+    }
+
+    fn config_with(partners: &[&str]) -> VerifierConfig {
+        VerifierConfig {
+            issuer: ISS.into(),
+            audience: ISS.into(),
+            leeway: Duration::from_secs(0),
+            max_entries: 1000,
+            negative_ttl: Duration::from_secs(10),
+            negative_max_entries: 1000,
+            token_lifetime: Duration::from_secs(60),
+            outage: None,
+            partners: partners.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_valid_tokens_cached_and_refuses_removed_partners_and_keys() {
+        let (v, issuer, keys) = setup(Algorithm::ES256);
+        let store = v.store.clone();
+        let now = crate::ids::unix_now();
+        let scope = ScopeSet::parse("a:read").unwrap();
+        let of = |name| issuer.issue_for("c1", Some(crate::token::PartnerClaim::Configured(name)), None, &scope, now).unwrap().access_token;
+        let mm = of("mm");
+        assert_eq!(rejection(v.verify(&of("gone"), now).await), TokenRejection::UnknownPartner);
+        let first = v.verify(&mm, now).await.unwrap();
+        assert_eq!(first.token.grant.partner, Some(PartnerOf::Configured("mm".into())));
+        assert_eq!(first.token.grant.partner_header.as_ref().unwrap(), "mm");
+
+        // same keys and partners: still a cache hit under the next config
+        let next = TokenVerifier::succeeding(keys.clone(), &config_with(&["mm", "other"]), store.clone(), &v);
+        assert!(next.verify(&mm, now).await.unwrap().cached);
+
+        // the partner removed: refused from the next request, although cached
+        let without = TokenVerifier::succeeding(keys.clone(), &config_with(&["other"]), store.clone(), &next);
+        assert_eq!(rejection(without.verify(&mm, now).await), TokenRejection::UnknownPartner);
+        // and back again: accepted again (the refusal was not kept)
+        let back = TokenVerifier::succeeding(keys.clone(), &config_with(&["mm"]), store.clone(), &without);
+        assert!(back.verify(&mm, now).await.is_ok());
+
+        // the signing key removed (replaced by another under the same kid): refused
+        let replaced = ring(Algorithm::ES256);
+        let rotated = TokenVerifier::succeeding(replaced, &config_with(&["mm"]), store.clone(), &back);
+        assert_eq!(rejection(rotated.verify(&mm, now).await), TokenRejection::UnknownKey);
+
+        // other cache settings: fresh caches, the token verified again from scratch
+        let mut bigger = config_with(&["mm"]);
+        bigger.max_entries = 2000;
+        let fresh = TokenVerifier::succeeding(keys, &bigger, store, &back);
+        let again = fresh.verify(&mm, now).await.unwrap();
+        assert!(!again.cached);
     }
 }

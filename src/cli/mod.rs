@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Graceful upgrade: take the listening sockets over from the running gateway (send it
+    /// SIGQUIT once this one waits) instead of binding them; see server.upgrade_socket.
+    #[arg(long)]
+    pub upgrade: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -106,7 +111,7 @@ pub fn main() -> i32 {
                     return 1;
                 }
             };
-            match crate::server::run(config) {
+            match crate::server::run(config, crate::server::StartMode { upgrade: cli.upgrade }) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("{e}");

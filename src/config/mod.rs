@@ -27,6 +27,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub struct Config {
     /// The file this was loaded from.
     pub file: PathBuf,
+    /// What is running: 16 hex digits of a BLAKE3 hash of the config text and of every file it
+    /// points at (keys, partner documents, users, TLS files). Values of `${VAR}`s are left out.
+    pub hash: String,
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub admin_listen: SocketAddr,
@@ -106,10 +109,12 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// A hash of both files as loaded (a reload notices new certificates).
+    pub contents: [u8; 32],
 }
 
 /// The public base URL of the gateway; every endpoint URL derives from it.
@@ -317,7 +322,7 @@ pub enum HealthCheckKind {
     Http { path: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     pub kind: HealthCheckKind,
     pub interval: Duration,
@@ -326,7 +331,7 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub servers: Vec<SocketAddr>,
@@ -344,7 +349,7 @@ pub struct BearerConfig {
     pub allow_query_token: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub max_entries: u64,
     pub negative_ttl: Duration,
@@ -366,7 +371,7 @@ pub struct TokenEndpointConfig {
     pub max_replay_entries: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub threads: usize,
     pub work_stealing: bool,
@@ -374,12 +379,14 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,
     pub access_log: bool,
+    /// The Unix socket a graceful upgrade passes the listening sockets through.
+    pub upgrade_socket: PathBuf,
     pub downstream: DownstreamConfig,
 }
 
 /// Limits on the client side of the proxy's connections, before and between requests; the
 /// defaults are close to nginx's and Envoy's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DownstreamConfig {
     /// Open client connections at once; more are answered 503 and closed.
     pub max_connections: usize,
@@ -405,7 +412,7 @@ pub struct DownstreamConfig {
 }
 
 /// Per-client-address rate limits on the hosted endpoints, so that they cannot be flooded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EndpointLimits {
     /// `POST /register`; `None`: unlimited.
     pub register: Option<crate::ratelimit::Quota>,

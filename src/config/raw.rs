@@ -225,6 +225,8 @@ pub struct RawServer {
     #[serde(default)]
     pub access_log: Option<bool>,
     #[serde(default)]
+    pub upgrade_socket: Option<String>,
+    #[serde(default)]
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub max_connections_per_address: Option<usize>,

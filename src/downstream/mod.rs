@@ -246,12 +246,22 @@ impl ServerApp for GuardedProxy {
             let config = &self.guard.config;
             session.set_write_timeout(Some(config.send_timeout));
             session.set_connection_user_context(Some(Box::new(ConnHandle(conn.clone()))));
+            if *shutdown.borrow() {
+                // draining: this request is answered, with `Connection: close`
+                session.set_keepalive(None);
+            }
             result = self.proxy.process_new_http(session, shutdown).await;
         }
         None
     }
 
     async fn cleanup(&self) {
+        // The listeners are closed. Connections waiting for their next request stay open a
+        // moment (see `DRAIN_LINGER`), so that a client sending one right now gets its answer;
+        // then Pingora closes the idle ones.
+        if self.guard.open_connections() > 0 {
+            tokio::time::sleep(crate::server::DRAIN_LINGER).await;
+        }
         self.proxy.http_cleanup().await;
     }
 }

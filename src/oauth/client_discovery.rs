@@ -215,7 +215,7 @@ impl ClientDiscovery {
         let puc = text("puc").filter(|u| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "https" | "http")));
         Ok(ClientProfile {
             label: "client_discovery".into(),
-            principal: Principal::Registered,
+            principal: Principal::Registered { software_id: None },
             scopes: self.config.scopes.clone(),
             public: keys.is_none(),
             keys,

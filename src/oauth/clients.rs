@@ -18,8 +18,19 @@ use std::sync::Arc;
 pub enum Principal {
     /// A configured partner, whatever client_id it is using.
     Configured(String),
-    /// A software-statement client: only itself (its client_id).
-    Registered,
+    /// A software-statement or discovered client: only itself (its client_id); a statement's
+    /// `software_id`, when it has one.
+    Registered { software_id: Option<String> },
+}
+
+impl Principal {
+    /// What the client's tokens say of who it belongs to.
+    pub fn partner_claim(&self) -> Option<crate::token::PartnerClaim<'_>> {
+        match self {
+            Principal::Configured(name) => Some(crate::token::PartnerClaim::Configured(name)),
+            Principal::Registered { software_id } => software_id.as_deref().map(crate::token::PartnerClaim::Software),
+        }
+    }
 }
 
 /// Where a client's public keys are.
@@ -247,7 +258,7 @@ impl ClientRegistry {
 /// A software-statement client, from its stored registration.
 fn statement_profile(registration: &crate::store::Registration) -> ClientProfile {
     let ClientBinding::SoftwareStatement {
-        software_id: _,
+        software_id,
         trusted,
         jwks,
         jwks_uri,
@@ -274,7 +285,7 @@ fn statement_profile(registration: &crate::store::Registration) -> ClientProfile
     let text = |member: &str| meta.get(member).and_then(|v| v.as_str()).map(str::to_string);
     ClientProfile {
         label: if *trusted { "software_statement" } else { "untrusted_software_statement" }.to_string(),
-        principal: Principal::Registered,
+        principal: Principal::Registered { software_id: software_id.clone() },
         scopes: ScopeSet::parse(&registration.scope).unwrap_or_default(),
         keys,
         secret: None,

@@ -115,13 +115,21 @@ pub struct AuthorizationServer {
     token: token::TokenEndpoint,
     introspection: introspect::Introspection,
     revocation: revoke::Revocation,
-    throttle: throttle::EndpointThrottle,
+    throttle: Arc<throttle::EndpointThrottle>,
     /// The user-delegated flow, when `authorization:` is configured.
     user_flow: Option<user_flow::UserFlow>,
 }
 
 impl AuthorizationServer {
-    pub fn new(config: Arc<Config>, verifier: Arc<TokenVerifier>, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    /// The authorization server of `config`; `previous` is the one it replaces on a reload (its
+    /// per-address counts are kept when the limits are unchanged).
+    pub fn new(
+        config: Arc<Config>,
+        verifier: Arc<TokenVerifier>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        previous: Option<&AuthorizationServer>,
+    ) -> Self {
         let issuer = &config.issuer;
         let realm = issuer.as_str().to_string();
         let mut endpoints = vec![
@@ -194,7 +202,10 @@ impl AuthorizationServer {
             ),
             introspection: introspect::Introspection::new(authn.clone(), verifier.clone(), realm.clone()),
             revocation: revoke::Revocation::new(authn, verifier, metrics.clone(), realm),
-            throttle: throttle::EndpointThrottle::new(&config.limits, metrics),
+            throttle: match previous.map(|p| &p.throttle).filter(|t| t.enforces(&config.limits)) {
+                Some(kept) => kept.clone(),
+                None => Arc::new(throttle::EndpointThrottle::new(&config.limits, metrics)),
+            },
             user_flow,
         }
     }

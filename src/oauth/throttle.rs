@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub struct EndpointThrottle {
+    limits: EndpointLimits,
     register: Option<KeyedLimiter<AddressKey>>,
     token: Option<KeyedLimiter<AddressKey>>,
     login: Option<KeyedLimiter<AddressKey>>,
@@ -23,11 +24,17 @@ impl EndpointThrottle {
     pub fn new(limits: &EndpointLimits, metrics: Arc<Metrics>) -> Self {
         let limiter = |q: &Option<crate::ratelimit::Quota>| q.map(|q| KeyedLimiter::new(q, limits.max_tracked_addresses));
         EndpointThrottle {
+            limits: limits.clone(),
             register: limiter(&limits.register),
             token: limiter(&limits.token),
             login: limiter(&limits.login),
             metrics,
         }
+    }
+
+    /// Made for these limits (a reload that keeps them keeps the counts too)?
+    pub fn enforces(&self, limits: &EndpointLimits) -> bool {
+        self.limits == *limits
     }
 
     /// `Some(reply)` when a request from `client` to `endpoint` must be refused.

@@ -138,7 +138,7 @@ impl TokenEndpoint {
         });
         let issued = self
             .issuer
-            .issue_for(&client.client_id, person_claims.as_ref(), &scope, now)
+            .issue_for(&client.client_id, client.profile.principal.partner_claim(), person_claims.as_ref(), &scope, now)
             .map_err(|e| OAuthError::new(OAuthErrorCode::ServerError, e.to_string()))?;
         self.metrics
             .tokens_issued

@@ -14,7 +14,8 @@ pub mod strict;
 
 use crate::auth::verifier::Grant;
 use crate::downstream::ConnHandle;
-use crate::gateway::{Gateway, InFlightGuard, UNMATCHED_LABEL};
+use crate::gateway::{Gateway, InFlightGuard, Shared, UNMATCHED_LABEL};
+use crate::metrics::Metrics;
 use crate::ids::unix_now;
 use crate::metrics::method_label;
 use crate::oauth::{Endpoint, HostedRequest, MAX_BODY_BYTES};
@@ -54,6 +55,8 @@ const UNSOLICITED_UPGRADE: ErrorType = ErrorType::Custom("unsolicited_upgrade");
 
 /// Per-request state shared by the hooks.
 pub struct RequestCtx {
+    /// The config in force when the request started; it keeps it to its end.
+    gw: Arc<Gateway>,
     start: Instant,
     /// Metrics/log label: a route name, a hosted endpoint, or `unmatched`.
     label: Label,
@@ -81,6 +84,18 @@ enum Label {
 }
 
 impl RequestCtx {
+    fn route(&self) -> Option<&Route> {
+        self.route.map(|id| self.gw.config.routes.route(id))
+    }
+
+    fn label(&self) -> &str {
+        match self.label {
+            Label::Unmatched => UNMATCHED_LABEL,
+            Label::Hosted(name) => name,
+            Label::Route(id) => &self.gw.config.routes.route(id).name,
+        }
+    }
+
     fn tried(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.tried.iter().flatten().copied()
     }
@@ -95,7 +110,8 @@ impl RequestCtx {
 }
 
 pub struct Proxy {
-    gw: Arc<Gateway>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     head_limits: HeadLimits,
     /// `Host` for HTTP/1.0 requests that send none: the issuer's authority.
     own_host: String,
@@ -104,7 +120,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    /// The proxy of the running gateway; the downstream limits and the issuer's authority are
+    /// taken from the config it starts with (they need a restart to change).
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let gw = shared.current();
         let d = &gw.config.server.downstream;
         let head_limits = HeadLimits {
             max_total: d.max_request_header_bytes,
@@ -119,29 +138,18 @@ impl Proxy {
             }))
             .unwrap_or_else(|| "localhost".into());
         Proxy {
-            gw,
+            metrics: shared.metrics.clone(),
+            shared,
             head_limits,
             own_host,
             fresh_group: AtomicU64::new(1),
         }
     }
 
-    fn route(&self, ctx: &RequestCtx) -> Option<&Route> {
-        ctx.route.map(|id| self.gw.config.routes.route(id))
-    }
-
-    fn label<'a>(&'a self, ctx: &RequestCtx) -> &'a str {
-        match ctx.label {
-            Label::Unmatched => UNMATCHED_LABEL,
-            Label::Hosted(name) => name,
-            Label::Route(id) => &self.gw.config.routes.route(id).name,
-        }
-    }
-
     /// Reads the (bounded) body of a request to a hosted endpoint and lets the endpoint answer.
-    async fn serve_hosted(&self, endpoint: Endpoint, head: &HeadFacts, session: &mut Session) -> Reply {
+    async fn serve_hosted(gw: &Gateway, endpoint: Endpoint, head: &HeadFacts, session: &mut Session) -> Reply {
         let body = if endpoint.takes_body(&session.req_header().method) {
-            let deadline = HOSTED_BODY_DEADLINE.min(self.gw.config.server.downstream.body_timeout);
+            let deadline = HOSTED_BODY_DEADLINE.min(gw.config.server.downstream.body_timeout);
             match read_body(session, head, MAX_BODY_BYTES, deadline).await {
                 Ok(body) => body,
                 Err(reply) => return reply,
@@ -159,7 +167,7 @@ impl Proxy {
             now: unix_now(),
             client_ip,
         };
-        self.gw.oauth.handle(endpoint, &request).await
+        gw.oauth.handle(endpoint, &request).await
     }
 
     /// The request may go upstream: its body (if any) now has a deadline, and a client waiting
@@ -188,6 +196,7 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            gw: self.shared.current(),
             start: Instant::now(),
             label: Label::Unmatched,
             route: None,
@@ -198,7 +207,7 @@ impl ProxyHttp for Proxy {
             fresh_retry: false,
             fresh_retries: 0,
             conn: None,
-            _in_flight: self.gw.in_flight.enter(),
+            _in_flight: self.shared.in_flight.enter(),
         }
     }
 
@@ -220,9 +229,9 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         let path = req.uri.path();
 
-        if let Some(endpoint) = self.gw.oauth.endpoint_for(path) {
+        if let Some(endpoint) = ctx.gw.oauth.endpoint_for(path) {
             ctx.label = Label::Hosted(endpoint.label());
-            let reply = self.serve_hosted(endpoint, &ctx.head, session).await;
+            let reply = Self::serve_hosted(&ctx.gw, endpoint, &ctx.head, session).await;
             return self.reply(session, &reply).await;
         }
 
@@ -232,7 +241,7 @@ impl ProxyHttp for Proxy {
 
         let method = req.method.clone();
         let routing_path = path::routing_path(path);
-        let route = match self.gw.config.routes.find(&routing_path, &method) {
+        let route = match ctx.gw.config.routes.find(&routing_path, &method) {
             RouteMatch::Found(route) => route,
             RouteMatch::MethodNotAllowed { allow } => {
                 let mut reply = Reply::error(405, "method_not_allowed", format!("{method} is not allowed here"));
@@ -254,12 +263,12 @@ impl ProxyHttp for Proxy {
             return self.admit(session, ctx).await;
         };
         let req = session.req_header();
-        let decision = self
+        let decision = ctx
             .gw
             .authorizer
             .authorize(&req.headers, req.uri.query(), &method, requirement, unix_now())
             .await;
-        let metrics = &self.gw.metrics;
+        let metrics = &*self.metrics;
         match decision {
             Ok(verified) => {
                 if verified.cached {
@@ -275,7 +284,7 @@ impl ProxyHttp for Proxy {
             Err(denial) => {
                 ctx.auth = denial.metric_label();
                 metrics.count_auth_decision(ctx.auth);
-                let reply = denial.reply(self.gw.config.issuer.as_str());
+                let reply = denial.reply(ctx.gw.config.issuer.as_str());
                 if ctx.head.has_body() {
                     // the body stays unread: do not let its bytes be taken for the next request
                     session.set_keepalive(None);
@@ -301,10 +310,10 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
-        let route = self
-            .route(ctx)
+        let route = ctx
+            .route()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        let upstream = &self.gw.upstreams[route.upstream];
+        let upstream = &ctx.gw.upstreams[route.upstream];
         if ctx.fresh_retry {
             if let Some(addr) = ctx.last_server() {
                 // A pooled connection to this server was dead before the request went out: the
@@ -318,8 +327,7 @@ impl ProxyHttp for Proxy {
         }
         let tried: Vec<SocketAddr> = ctx.tried().collect();
         let Some(addr) = upstream.select(&tried) else {
-            self.gw
-                .metrics
+            self.metrics
                 .upstream_failures
                 .with_label_values(&[upstream.name(), "no_healthy_server"])
                 .inc();
@@ -347,7 +355,7 @@ impl ProxyHttp for Proxy {
             upstream_request.remove_header(SCOPE_HEADER);
             upstream_request.remove_header(USER_ID_HEADER);
         }
-        if let Some(route) = self.route(ctx) {
+        if let Some(route) = ctx.route() {
             if !route.forward_authorization {
                 upstream_request.remove_header(&http::header::AUTHORIZATION);
             }
@@ -360,7 +368,7 @@ impl ProxyHttp for Proxy {
             }
         }
         // never forward a query-string token
-        if self.gw.authorizer.allows_query_token() {
+        if ctx.gw.authorizer.allows_query_token() {
             if let Some(query) = upstream_request.uri.query().filter(|q| q.contains("access_token")) {
                 let stripped = crate::auth::bearer::strip_query_token(query);
                 let path = upstream_request.uri.path().to_string();
@@ -376,7 +384,7 @@ impl ProxyHttp for Proxy {
             };
             upstream_request.insert_header("X-Forwarded-For", forwarded)?;
         }
-        let proto = if self.gw.config.tls.is_some() { "https" } else { "http" };
+        let proto = if ctx.gw.config.tls.is_some() { "https" } else { "http" };
         upstream_request.insert_header("X-Forwarded-Proto", proto)?;
         Ok(())
     }
@@ -414,13 +422,12 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
         }
         let retry = e.retry();
-        if let Some(route) = self.route(ctx) {
+        if let Some(route) = ctx.route() {
             if *e.esource() == ErrorSource::Upstream {
                 let kind = if retry { "reused_connection" } else { failure_kind(e.etype()) };
-                self.gw
-                    .metrics
+                self.metrics
                     .upstream_failures
-                    .with_label_values(&[self.gw.upstreams[route.upstream].name(), kind])
+                    .with_label_values(&[ctx.gw.upstreams[route.upstream].name(), kind])
                     .inc();
             }
         }
@@ -438,11 +445,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = self.route(ctx) {
-            let upstream = &self.gw.upstreams[route.upstream];
+        if let Some(route) = ctx.route() {
+            let upstream = &ctx.gw.upstreams[route.upstream];
             let kind = if matches!(e.etype(), ErrorType::ConnectTimedout) { "timeout" } else { "connect" };
-            self.gw
-                .metrics
+            self.metrics
                 .upstream_failures
                 .with_label_values(&[upstream.name(), kind])
                 .inc();
@@ -455,9 +461,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let upstream = self
-            .route(ctx)
-            .map(|r| self.gw.upstreams[r.upstream].name().to_string())
+        let upstream = ctx
+            .route()
+            .map(|r| ctx.gw.upstreams[r.upstream].name().to_string())
             .unwrap_or_default();
         let body_timed_out = ctx.conn.as_ref().is_some_and(|c| c.0.body_timed_out());
         let reply = match (e.esource(), e.etype()) {
@@ -530,14 +536,14 @@ impl ProxyHttp for Proxy {
             .unwrap_or(0);
         let req = session.req_header();
         let method = method_label(&req.method);
-        let label = self.label(ctx);
+        let label = ctx.label();
         let elapsed = ctx.start.elapsed();
         match ctx.label {
-            Label::Route(id) => self.gw.route_metrics[id].record(&req.method, status, elapsed),
-            Label::Unmatched => self.gw.unmatched_metrics.record(&req.method, status, elapsed),
-            Label::Hosted(name) => self.gw.metrics.record_request(name, &req.method, status, elapsed),
+            Label::Route(id) => ctx.gw.route_metrics[id].record(&req.method, status, elapsed),
+            Label::Unmatched => ctx.gw.unmatched_metrics.record(&req.method, status, elapsed),
+            Label::Hosted(name) => self.metrics.record_request(name, &req.method, status, elapsed),
         }
-        if self.gw.config.server.access_log {
+        if ctx.gw.config.server.access_log {
             let client_id = ctx.grant.as_ref().map(|g| &*g.client_id).unwrap_or("-");
             let server = ctx.last_server().map(|s| s.to_string());
             tracing::info!(

@@ -32,6 +32,21 @@ pub struct AccessTokenClaims {
     /// revokes the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    /// The configured partner the client belongs to (removing the partner refuses the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// The software a client registered with a software statement is (RFC 7591 `software_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+}
+
+/// Who a token's client belongs to, as the token says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerClaim<'a> {
+    /// A partner configured in `gateway.yaml`, by name.
+    Configured(&'a str),
+    /// A client registered with a software statement, by its `software_id`.
+    Software(&'a str),
 }
 
 /// Who a token is for, beside its client.
@@ -79,11 +94,18 @@ impl TokenIssuer {
 
     /// Issues a token for `client_id` itself with `scope`, valid from `now` (Unix seconds).
     pub fn issue(&self, client_id: &str, scope: &ScopeSet, now: u64) -> Result<IssuedToken, SigningError> {
-        self.issue_for(client_id, None, scope, now)
+        self.issue_for(client_id, None, None, scope, now)
     }
 
-    /// Issues a token for `client_id`, for `person` when given, with `scope`.
-    pub fn issue_for(&self, client_id: &str, person: Option<&Person<'_>>, scope: &ScopeSet, now: u64) -> Result<IssuedToken, SigningError> {
+    /// Issues a token for `client_id` (of `partner`), for `person` when given, with `scope`.
+    pub fn issue_for(
+        &self,
+        client_id: &str,
+        partner: Option<PartnerClaim<'_>>,
+        person: Option<&Person<'_>>,
+        scope: &ScopeSet,
+        now: u64,
+    ) -> Result<IssuedToken, SigningError> {
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
             sub: person.map_or(client_id, |p| p.user_id).to_string(),
@@ -95,6 +117,14 @@ impl TokenIssuer {
             jti: random_id(16),
             auth_time: person.map(|p| p.auth_time),
             grant_id: person.map(|p| p.grant_id.to_string()),
+            partner: match partner {
+                Some(PartnerClaim::Configured(name)) => Some(name.to_string()),
+                _ => None,
+            },
+            software_id: match partner {
+                Some(PartnerClaim::Software(id)) => Some(id.to_string()),
+                _ => None,
+            },
         };
         let token = self.sign(&claims)?;
         Ok(IssuedToken {

@@ -4,35 +4,24 @@
 use async_trait::async_trait;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
-/// Per-server "checked at least once" flags for one upstream.
+/// The servers of one upstream that have been checked at least once (servers come and go with
+/// reloads; the set only grows, by the servers configured over the process's life).
+#[derive(Default)]
 pub struct CheckedServers {
-    servers: Vec<(SocketAddr, AtomicBool)>,
+    servers: Mutex<HashSet<SocketAddr>>,
 }
 
 impl CheckedServers {
-    pub fn new(servers: &[SocketAddr], initially: bool) -> Self {
-        CheckedServers {
-            servers: servers
-                .iter()
-                .map(|s| (*s, AtomicBool::new(initially)))
-                .collect(),
-        }
-    }
-
     fn mark(&self, addr: &SocketAddr) {
-        if let Some((_, flag)) = self.servers.iter().find(|(a, _)| a == addr) {
-            flag.store(true, Ordering::Release);
-        }
+        self.servers.lock().unwrap_or_else(|e| e.into_inner()).insert(*addr);
     }
 
     pub fn was_checked(&self, addr: &SocketAddr) -> bool {
-        self.servers
-            .iter()
-            .find(|(a, _)| a == addr)
-            .is_some_and(|(_, f)| f.load(Ordering::Acquire))
+        self.servers.lock().unwrap_or_else(|e| e.into_inner()).contains(addr)
     }
 }
 

@@ -362,6 +362,8 @@ impl Gateway {
             jti: oada_gateway::ids::random_id(16),
             auth_time: None,
             grant_id: None,
+            partner: None,
+            software_id: None,
         }
     }
 

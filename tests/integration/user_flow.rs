@@ -790,7 +790,7 @@ async fn the_sample_api_answers_with_the_persons_own_stations() {
     let now = oada_gateway::ids::unix_now();
     let token_for = |user: Option<&str>| {
         let person = user.map(|u| oada_gateway::token::Person { user_id: u, auth_time: now, grant_id: "g" });
-        gw.issuer_for_tests().issue_for("fieldscout-web", person.as_ref(), &scope, now).unwrap().access_token
+        gw.issuer_for_tests().issue_for("fieldscout-web", None, person.as_ref(), &scope, now).unwrap().access_token
     };
     let stations = |token: String| {
         let url = gw.url("/stations");

@@ -53,7 +53,9 @@ pub(super) fn build(text: &str, path: &Path, environment: &dyn Environment) -> R
     let Some(raw) = raw else {
         return Err(ConfigErrors(errors));
     };
-    match Builder::new(path).build(raw) {
+    let mut builder = Builder::new(path);
+    builder.sources.update(text.as_bytes());
+    match builder.build(raw) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(validation) => {
@@ -77,6 +79,8 @@ pub(super) fn build(text: &str, path: &Path, environment: &dyn Environment) -> R
 struct Builder {
     diag: Diagnostics,
     base_dir: PathBuf,
+    /// Everything read: the config text and each file it points at ([`Config::hash`]).
+    sources: blake3::Hasher,
 }
 
 fn secs(d: Option<ConfigDuration>, default: Duration) -> Duration {
@@ -101,6 +105,7 @@ impl Builder {
         Builder {
             diag: Diagnostics::new(path),
             base_dir,
+            sources: blake3::Hasher::new(),
         }
     }
 
@@ -116,7 +121,13 @@ impl Builder {
     fn read_file(&mut self, key: &str, file: &str) -> Option<(PathBuf, Vec<u8>)> {
         let path = self.resolve(file);
         match std::fs::read(&path) {
-            Ok(bytes) => Some((path, bytes)),
+            Ok(bytes) => {
+                for part in [path.as_os_str().as_encoded_bytes(), &bytes] {
+                    self.sources.update(&(part.len() as u64).to_le_bytes());
+                    self.sources.update(part);
+                }
+                Some((path, bytes))
+            }
             Err(e) => {
                 self.diag
                     .error(key, format!("cannot read {}: {e}", path.display()));
@@ -205,7 +216,9 @@ impl Builder {
             return Err(self.diag.finish());
         }
         let file = self.diag.file().to_path_buf();
+        let digest = self.sources.finalize();
         Ok(Config {
+            hash: digest.to_hex()[..16].to_string(),
             file,
             listen: listen.expect("checked"),
             tls: tls.flatten(),
@@ -260,9 +273,14 @@ impl Builder {
                     .error("tls.key_file", format!("{} is not a PEM private key", path.display()));
             }
         }
+        let (cert_file, cert_pem) = cert?;
+        let (key_file, key_pem) = key?;
+        let mut digest = blake3::Hasher::new();
+        digest.update(&cert_pem).update(&key_pem);
         Some(TlsFiles {
-            cert_file: cert?.0,
-            key_file: key?.0,
+            cert_file,
+            key_file,
+            contents: *digest.finalize().as_bytes(),
         })
     }
 

@@ -17,6 +17,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 const KEEPALIVE_REQUESTS: u32 = 1000;
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where a running process hands its listening sockets to its successor (`--upgrade`).
+const UPGRADE_SOCKET: &str = "/tmp/oada-gateway-upgrade.sock";
 
 impl Builder {
     pub(super) fn server(&mut self, raw: &RawServer) -> ServerConfig {
@@ -40,6 +42,10 @@ impl Builder {
             graceful_shutdown_timeout: secs(raw.graceful_shutdown_timeout, Duration::from_secs(5)),
             upstream_keepalive_pool_size: raw.upstream_keepalive_pool_size.unwrap_or(128),
             access_log: raw.access_log.unwrap_or(true),
+            upgrade_socket: raw
+                .upgrade_socket
+                .as_deref()
+                .map_or_else(|| std::path::PathBuf::from(UPGRADE_SOCKET), |p| self.resolve(p)),
             downstream,
         };
         if s.threads == 0 || s.threads > 1024 {
