@@ -390,11 +390,38 @@ impl Gateway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`HUP`, `QUIT`, ...).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().unwrap().id();
         Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .unwrap();
+    }
+
+    /// The config file as it is now.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap()
+    }
+
+    /// Replaces the config file (not reloaded until asked).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// `POST /reload` on the admin listener: the status and the JSON answer.
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        let r = client().post(format!("{}/reload", self.admin)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// The hash of the config in force, from `/readyz`.
+    pub async fn config_hash(&self) -> String {
+        let r: serde_json::Value = client().get(format!("{}/readyz", self.admin)).send().await.unwrap().json().await.unwrap();
+        r["config"].as_str().unwrap_or_default().to_string()
     }
 
     /// Waits for the process to exit; returns its exit status.
@@ -803,5 +830,155 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect()
+    }
+}
+
+/// Keep-alive requests sent back to back by `connections` clients until stopped; every answer
+/// is expected to be 200.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub ok: u64,
+    /// Each answer other than 200, and each failed request (reset, refused, timed out).
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(url: String, token: Option<String>, connections: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..connections)
+            .map(|_| {
+                let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
+                tokio::spawn(async move {
+                    // one client (one keep-alive connection at a time) per task
+                    let http = reqwest::Client::builder()
+                        .no_proxy()
+                        .pool_max_idle_per_host(1)
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let (mut ok, mut failures) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let mut request = http.get(&url);
+                        if let Some(t) = &token {
+                            request = request.bearer_auth(t);
+                        }
+                        match request.send().await {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                ok += 1;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                failures.push(format!("{status}: {}", r.text().await.unwrap_or_default()));
+                            }
+                            Err(e) => failures.push(format!("request failed: {e:?}")),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Like [`Load::start`], with raw keep-alive connections that never retry: a request sent
+    /// on a connection the gateway closes without answering it counts as failed (as it does
+    /// for clients that do not resend). A response with `Connection: close` is followed by a
+    /// new connection.
+    pub fn start_raw(addr: String, path: &str, token: Option<String>, connections: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n{auth}\r\n").into_bytes();
+        let tasks = (0..connections)
+            .map(|_| {
+                let (addr, request, stop) = (addr.clone(), request.clone(), stop.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut ok, mut failures) = (0u64, Vec::new());
+                    let mut conn: Option<tokio::net::TcpStream> = None;
+                    let mut buf = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let stream = match &mut conn {
+                            Some(s) => s,
+                            None => match tokio::net::TcpStream::connect(&addr).await {
+                                Ok(s) => {
+                                    buf.clear();
+                                    conn.insert(s)
+                                }
+                                Err(e) => {
+                                    failures.push(format!("connect: {e}"));
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    continue;
+                                }
+                            },
+                        };
+                        if let Err(e) = stream.write_all(&request).await {
+                            failures.push(format!("send: {e}"));
+                            conn = None;
+                            continue;
+                        }
+                        // one response: head, then Content-Length bytes of body
+                        let outcome = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                                let length: usize = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .and_then(|v| v.trim().parse().ok())
+                                    .unwrap_or(0);
+                                if buf.len() >= end + 4 + length {
+                                    let status = head.split(' ').nth(1).unwrap_or("").to_string();
+                                    let close = head.lines().any(|l| l.starts_with("connection:") && l.contains("close"));
+                                    buf.drain(..end + 4 + length);
+                                    break Ok((status, close));
+                                }
+                            }
+                            let mut chunk = [0u8; 16 * 1024];
+                            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+                                Ok(Ok(0)) => break Err("the connection closed before the response".to_string()),
+                                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                                Ok(Err(e)) => break Err(format!("read: {e}")),
+                                Err(_) => break Err("no response within 10s".to_string()),
+                            }
+                        };
+                        match outcome {
+                            Ok((status, close)) => {
+                                if status == "200" {
+                                    ok += 1;
+                                } else {
+                                    failures.push(format!("status {status}"));
+                                }
+                                if close {
+                                    conn = None;
+                                }
+                            }
+                            Err(why) => {
+                                failures.push(why);
+                                conn = None;
+                            }
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    pub async fn stop(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut result = LoadResult { ok: 0, failures: Vec::new() };
+        for t in self.tasks {
+            let (ok, failures) = t.await.unwrap();
+            result.ok += ok;
+            result.failures.extend(failures);
+        }
+        result
     }
 }

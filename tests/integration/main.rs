@@ -9,6 +9,7 @@ mod lifecycle;
 mod oauth;
 mod proxy_auth;
 mod proxy_upstreams;
+mod reload;
 mod remote_keys;
 mod replicas;
 mod user_flow;
