@@ -7,7 +7,8 @@
 use crate::auth::verifier::{TokenVerifier, VerifierConfig};
 use crate::auth::Authorizer;
 use crate::config::Config;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Metrics, PartnerMetrics, RouteMetrics};
+use crate::ratelimit::requests::RequestLimits;
 use crate::oauth::AuthorizationServer;
 use crate::store::{Store, StoreTask};
 use crate::upstream::Upstream;
@@ -55,6 +56,12 @@ pub struct Gateway {
     /// Request metrics resolved per route (indexed by route id), and for requests matching none.
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched_metrics: RouteMetrics,
+    /// Usage by partner (indexed like `config.clients`) and route.
+    pub partner_metrics: PartnerMetrics,
+    /// Rate limits and quotas on proxied requests.
+    pub limits: RequestLimits,
+    /// `Host` for HTTP/1.0 requests that send none: the issuer's authority.
+    pub own_host: String,
     pub store: Arc<dyn Store>,
 }
 
@@ -94,10 +101,31 @@ impl Gateway {
         let oauth = AuthorizationServer::new(config.clone(), verifier.clone(), store.clone(), metrics.clone(), previous.map(|p| &p.oauth));
         let route_metrics = config.routes.routes().iter().map(|r| metrics.route_metrics(&r.name)).collect();
         let unmatched_metrics = metrics.route_metrics(UNMATCHED_LABEL);
+        let partners: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
+        let route_names: Vec<&str> = config.routes.routes().iter().map(|r| r.name.as_str()).collect();
+        let partner_metrics = metrics.partner_metrics(&partners, &route_names);
+        let limits = RequestLimits::new(
+            &config.rate_limits,
+            &config.quotas,
+            partners,
+            &route_names,
+            matches!(config.store, crate::config::StoreConfig::Redis(_)),
+            previous.map(|p| &p.limits),
+        );
+        let own_host = url::Url::parse(config.issuer.as_str())
+            .ok()
+            .and_then(|u| u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            }))
+            .unwrap_or_else(|| "localhost".into());
         Ok(Gateway {
             config,
             route_metrics,
             unmatched_metrics,
+            partner_metrics,
+            limits,
+            own_host,
             authorizer,
             verifier,
             oauth,

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub revocation_mirror_entries: prometheus::IntGauge,
     config_info: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    partner_requests: IntCounterVec,
+    partner_response_bytes: IntCounterVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -103,6 +105,35 @@ fn status_index(status: u16) -> usize {
 /// A bounded label for an HTTP status code.
 pub fn status_label(status: u16) -> &'static str {
     STATUS_LABELS[status_index(status)]
+}
+
+/// The `partner` label of requests whose token names no configured partner.
+pub const OTHER_PARTNER: &str = "other";
+
+/// Per-partner usage, resolved once per config: recording is two atomic adds; a (partner,
+/// route, status) counter is created on first use. Label values come only from the config (and
+/// `other`), so the series are bounded.
+pub struct PartnerMetrics {
+    labels: Vec<String>,
+    routes: Vec<String>,
+    requests: IntCounterVec,
+    bytes: Vec<IntCounter>,
+    counts: Box<[OnceLock<IntCounter>]>,
+}
+
+impl PartnerMetrics {
+    /// Counts a request with a token of `partner` (a configured partner's index; `None`: other).
+    pub fn record(&self, partner: Option<u16>, route: usize, status: u16, body_bytes: u64) {
+        let p = partner.map_or(self.labels.len() - 1, usize::from).min(self.labels.len() - 1);
+        if route >= self.routes.len() {
+            return;
+        }
+        let s = status_index(status);
+        self.counts[(p * self.routes.len() + route) * STATUS_LABELS.len() + s]
+            .get_or_init(|| self.requests.with_label_values(&[&self.labels[p], &self.routes[route], STATUS_LABELS[s]]))
+            .inc();
+        self.bytes[p].inc_by(body_bytes);
+    }
 }
 
 /// The request metrics of one `route` label, resolved once: recording a request is then two
@@ -311,6 +342,16 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let partner_requests = counter_vec(
+            "oada_gateway_partner_requests_total",
+            "Requests with a token, by the token's partner (configured name, or other), route and status.",
+            &["partner", "route", "status"],
+        );
+        let partner_response_bytes = counter_vec(
+            "oada_gateway_partner_response_bytes_total",
+            "Response body bytes sent for requests with a token, by the token's partner (configured name, or other).",
+            &["partner"],
+        );
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -342,6 +383,21 @@ impl Metrics {
             revocation_mirror_entries,
             config_info,
             config_reloads,
+            partner_requests,
+            partner_response_bytes,
+        }
+    }
+
+    /// Resolves the per-partner metrics of a config's partners and routes (once per config).
+    pub fn partner_metrics(&self, partners: &[String], routes: &[&str]) -> PartnerMetrics {
+        let mut labels: Vec<String> = partners.to_vec();
+        labels.push(OTHER_PARTNER.to_string());
+        PartnerMetrics {
+            bytes: labels.iter().map(|p| self.partner_response_bytes.with_label_values(&[p])).collect(),
+            counts: (0..labels.len() * routes.len() * STATUS_LABELS.len()).map(|_| OnceLock::new()).collect(),
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+            labels,
+            requests: self.partner_requests.clone(),
         }
     }
 

@@ -139,6 +139,33 @@ impl BackgroundService for StoreService {
     }
 }
 
+/// Adds this replica's rate-limit and quota counts to the shared ones every `interval`.
+struct RateLimitSync {
+    shared: Arc<Shared>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for RateLimitSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let gateway = self.shared.current();
+                    gateway.limits.sync(&*self.shared.store, crate::ratelimit::requests::Now::current()).await;
+                }
+                closed = shutdown.changed() => {
+                    if closed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Fails early, with the key to fix, when an address cannot be bound.
 fn probe_bind(key: &'static str, addr: SocketAddr) -> Result<(), StartError> {
     std::net::TcpListener::bind(addr)
@@ -259,6 +286,15 @@ pub fn run(config: Config, mode: StartMode) -> Result<(), StartError> {
             guard,
         },
     ));
+    if let crate::config::StoreConfig::Redis(redis) = &shared.current().config.store {
+        server.add_service(background_service(
+            "rate-limit sync",
+            RateLimitSync {
+                shared: shared.clone(),
+                interval: redis.rate_limit_sync,
+            },
+        ));
+    }
     if let Some(task) = store_task {
         server.add_service(background_service("store", StoreService(std::sync::Mutex::new(Some(task)))));
     }

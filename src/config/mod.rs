@@ -53,6 +53,53 @@ pub struct Config {
     /// The user-delegated flow; `None`: no authorization endpoint.
     pub authorization: Option<AuthorizationConfig>,
     pub store: StoreConfig,
+    /// Rate limits on proxied requests (`rate_limits:`).
+    pub rate_limits: Vec<RateLimitRule>,
+    /// Request quotas per partner and period (`quotas:`).
+    pub quotas: Vec<QuotaRule>,
+}
+
+/// Whose requests a limit counts, and in how many buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartnerMatch {
+    /// Every request (with or without a token), in one bucket (or one per address).
+    Any,
+    /// Requests with a configured partner's token, one bucket per partner.
+    EachPartner,
+    /// Requests with this partner's tokens.
+    Named(String),
+}
+
+/// A rate limit on proxied requests (`rate_limits[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitRule {
+    /// The `rule` label of `oada_gateway_rate_limited_total` and the `RateLimit-Policy` name.
+    pub name: String,
+    pub partner: PartnerMatch,
+    /// Only requests to routes of this name; `None`: every route.
+    pub route: Option<String>,
+    /// One bucket per client address as well.
+    pub per_client_address: bool,
+    pub quota: crate::ratelimit::Quota,
+}
+
+/// The period a quota counts over (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    Day,
+    Month,
+    /// Fixed windows of this length from the Unix epoch.
+    Every(Duration),
+}
+
+/// A request quota per partner and period (`quotas[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRule {
+    pub name: String,
+    /// [`PartnerMatch::EachPartner`] or [`PartnerMatch::Named`].
+    pub partner: PartnerMatch,
+    pub limit: u64,
+    pub period: QuotaPeriod,
 }
 
 /// Where the gateway's state lives.
@@ -93,6 +140,8 @@ pub struct RedisConfig {
     pub pool_size: usize,
     pub on_outage: OutagePolicy,
     pub max_stale: Duration,
+    /// How often a replica adds its rate-limit and quota counts to the shared ones.
+    pub rate_limit_sync: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {

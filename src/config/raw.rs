@@ -46,6 +46,42 @@ pub struct RawConfig {
     pub authorization: Option<RawAuthorization>,
     #[serde(default)]
     pub store: Option<RawStore>,
+    #[serde(default)]
+    pub rate_limits: Vec<RawRequestRateLimit>,
+    #[serde(default)]
+    pub quotas: Vec<RawQuota>,
+}
+
+/// A rate limit on proxied requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestRateLimit {
+    pub name: String,
+    /// A configured partner's name, or `*` for every partner (each its own bucket).
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// A route's name (its path unless named).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// One bucket per client address (an IPv6 /64 counts as one).
+    #[serde(default)]
+    pub per_client_address: bool,
+    pub rate: String,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// A request quota per partner per period.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A configured partner's name, or `*` for every partner (each its own count).
+    pub partner: String,
+    pub limit: u64,
+    /// `day`, `month` (UTC calendar), or a duration such as `1h`.
+    pub per: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,4 +402,6 @@ pub struct RawStore {
     pub on_outage: Option<String>,
     #[serde(default)]
     pub max_stale: Option<ConfigDuration>,
+    #[serde(default)]
+    pub rate_limit_sync: Option<ConfigDuration>,
 }

@@ -12,7 +12,8 @@ pub mod path;
 pub mod respond;
 pub mod strict;
 
-use crate::auth::verifier::Grant;
+use crate::auth::verifier::{Grant, PartnerOf};
+use crate::ratelimit::requests::{address_of, Caller, Now};
 use crate::downstream::ConnHandle;
 use crate::gateway::{Gateway, InFlightGuard, Shared, UNMATCHED_LABEL};
 use crate::metrics::Metrics;
@@ -39,6 +40,9 @@ pub const CLIENT_ID_HEADER: &str = "X-OADA-Client-Id";
 pub const SCOPE_HEADER: &str = "X-OADA-Scope";
 /// The person a token is for; absent on a client's own tokens.
 pub const USER_ID_HEADER: &str = "X-OADA-User-Id";
+/// Who the client belongs to: the configured partner's name, or a software statement's
+/// `software_id`; absent otherwise.
+pub const PARTNER_HEADER: &str = "X-OADA-Partner";
 
 /// How many servers one request may try (the first, and one retry on another server).
 const MAX_ATTEMPTS: usize = 2;
@@ -63,6 +67,8 @@ pub struct RequestCtx {
     route: Option<usize>,
     grant: Option<Arc<Grant>>,
     auth: &'static str,
+    /// The token's configured partner (index into the config's clients).
+    partner: Option<u16>,
     /// What the request's head says about its body, `Expect` and `Upgrade` (checked once).
     head: HeadFacts,
     tried: [Option<SocketAddr>; MAX_ATTEMPTS],
@@ -113,15 +119,13 @@ pub struct Proxy {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     head_limits: HeadLimits,
-    /// `Host` for HTTP/1.0 requests that send none: the issuer's authority.
-    own_host: String,
     /// Makes every fresh-connection retry miss Pingora's connection pool.
     fresh_group: AtomicU64,
 }
 
 impl Proxy {
-    /// The proxy of the running gateway; the downstream limits and the issuer's authority are
-    /// taken from the config it starts with (they need a restart to change).
+    /// The proxy of the running gateway; the downstream limits are taken from the config it
+    /// starts with (they need a restart to change).
     pub fn new(shared: Arc<Shared>) -> Self {
         let gw = shared.current();
         let d = &gw.config.server.downstream;
@@ -130,18 +134,10 @@ impl Proxy {
             max_line: d.max_request_header_line_bytes,
             allow_trace: d.allow_trace,
         };
-        let own_host = url::Url::parse(gw.config.issuer.as_str())
-            .ok()
-            .and_then(|u| u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_string(),
-            }))
-            .unwrap_or_else(|| "localhost".into());
         Proxy {
             metrics: shared.metrics.clone(),
             shared,
             head_limits,
-            own_host,
             fresh_group: AtomicU64::new(1),
         }
     }
@@ -170,9 +166,26 @@ impl Proxy {
         gw.oauth.handle(endpoint, &request).await
     }
 
-    /// The request may go upstream: its body (if any) now has a deadline, and a client waiting
-    /// for `100 Continue` gets it from the gateway (the `Expect` is not forwarded).
+    /// The request may go upstream unless a rate limit or quota says otherwise: its body (if
+    /// any) now has a deadline, and a client waiting for `100 Continue` gets it from the gateway
+    /// (the `Expect` is not forwarded).
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        if let (Some(route), false) = (ctx.route, ctx.gw.limits.is_empty()) {
+            let address = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            let caller = Caller {
+                partner: ctx.partner,
+                address: address_of(address),
+            };
+            if let Err(refusal) = ctx.gw.limits.check(route, caller, Now::current()) {
+                ctx.gw.limits.count_refusal(&self.metrics, &caller, &refusal);
+                ctx.auth = "rate_limited";
+                if ctx.head.has_body() {
+                    // the body stays unread: do not let its bytes be taken for the next request
+                    session.set_keepalive(None);
+                }
+                return self.reply(session, &refusal.reply()).await;
+            }
+        }
         if ctx.head.has_body() {
             if let Some(conn) = &ctx.conn {
                 conn.0.start_body_deadline();
@@ -202,6 +215,7 @@ impl ProxyHttp for Proxy {
             route: None,
             grant: None,
             auth: "none",
+            partner: None,
             head: HeadFacts::default(),
             tried: [None; MAX_ATTEMPTS],
             fresh_retry: false,
@@ -277,6 +291,9 @@ impl ProxyHttp for Proxy {
                     metrics.token_cache_misses.inc();
                 }
                 ctx.auth = "allowed";
+                if let Some(PartnerOf::Configured(name)) = &verified.token.grant.partner {
+                    ctx.partner = ctx.gw.limits.partner_index(name);
+                }
                 ctx.grant = Some(verified.token.grant);
                 metrics.count_auth_decision("allowed");
                 self.admit(session, ctx).await
@@ -348,12 +365,13 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        strict::normalize_upstream(upstream_request, &ctx.head, &self.own_host)?;
+        strict::normalize_upstream(upstream_request, &ctx.head, &ctx.gw.own_host)?;
         if ctx.head.has_identity_headers() {
             // only the gateway says who is calling
             upstream_request.remove_header(CLIENT_ID_HEADER);
             upstream_request.remove_header(SCOPE_HEADER);
             upstream_request.remove_header(USER_ID_HEADER);
+            upstream_request.remove_header(PARTNER_HEADER);
         }
         if let Some(route) = ctx.route() {
             if !route.forward_authorization {
@@ -365,6 +383,9 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header(SCOPE_HEADER, grant.scope_header.clone())?;
             if let Some(user) = &grant.user_id_header {
                 upstream_request.insert_header(USER_ID_HEADER, user.clone())?;
+            }
+            if let Some(partner) = &grant.partner_header {
+                upstream_request.insert_header(PARTNER_HEADER, partner.clone())?;
             }
         }
         // never forward a query-string token
@@ -539,7 +560,12 @@ impl ProxyHttp for Proxy {
         let label = ctx.label();
         let elapsed = ctx.start.elapsed();
         match ctx.label {
-            Label::Route(id) => ctx.gw.route_metrics[id].record(&req.method, status, elapsed),
+            Label::Route(id) => {
+                ctx.gw.route_metrics[id].record(&req.method, status, elapsed);
+                if ctx.grant.is_some() {
+                    ctx.gw.partner_metrics.record(ctx.partner, id, status, session.body_bytes_sent() as u64);
+                }
+            }
             Label::Unmatched => ctx.gw.unmatched_metrics.record(&req.method, status, elapsed),
             Label::Hosted(name) => self.metrics.record_request(name, &req.method, status, elapsed),
         }

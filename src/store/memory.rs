@@ -1,7 +1,7 @@
 //! The in-memory store: bounded tables in this process.
 
 use super::{
-    CodeGrant, CodeUse, LoginFailures, PendingAuthorization, Registration, RefreshFamily, RefreshKey, RefreshUse, RevocationList, Revoked,
+    CodeGrant, CodeUse, CounterTotals, CounterUpdate, LoginFailures, PendingAuthorization, Registration, RefreshFamily, RefreshKey, RefreshUse, RevocationList, Revoked,
     Session, Store, StoreError,
 };
 use crate::ids::unix_now;
@@ -145,6 +145,7 @@ const MAX_CONSENTS: usize = 1_000_000;
 const MAX_CODES: usize = 100_000;
 const MAX_REFRESH: usize = 1_000_000;
 const MAX_LOGIN_FAILURE_KEYS: usize = 100_000;
+const MAX_COUNTERS: usize = 1_000_000;
 /// Revocations are authenticated and bounded by the number of live tokens.
 const MAX_REVOCATIONS: usize = 10_000_000;
 
@@ -163,6 +164,8 @@ pub struct MemoryStore {
     /// Held across a rotation, which reads and writes both refresh tables.
     rotation: Mutex<()>,
     login_failures: ExpiringMap<LoginFailures>,
+    /// Shared counters, by key and window (one process shares with itself: for tests).
+    counters: ExpiringMap<u64>,
 }
 
 impl MemoryStore {
@@ -179,6 +182,7 @@ impl MemoryStore {
             refresh_families: ExpiringMap::new("refresh token family", MAX_REFRESH),
             rotation: Mutex::new(()),
             login_failures: ExpiringMap::new("login failure", MAX_LOGIN_FAILURE_KEYS),
+            counters: ExpiringMap::new("counter", MAX_COUNTERS),
         }
     }
 }
@@ -351,6 +355,33 @@ impl Store for MemoryStore {
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         self.login_failures.remove(key);
         Ok(())
+    }
+
+    async fn add_to_counters(&self, updates: &[CounterUpdate]) -> Result<Vec<CounterTotals>, StoreError> {
+        let now = unix_now();
+        updates
+            .iter()
+            .map(|u| {
+                let key = format!("{}:{}", u.key, u.window);
+                let expires_at = now + u.ttl.as_secs().max(1);
+                let current = match self.counters.update(&key, now, |n| {
+                    *n += u.add;
+                    *n
+                }) {
+                    Some(n) => n,
+                    None => {
+                        self.counters.put(&key, u.add, expires_at, now)?;
+                        u.add
+                    }
+                };
+                let previous = if u.with_previous && u.window > 0 {
+                    self.counters.get(&format!("{}:{}", u.key, u.window - 1), now).unwrap_or(0)
+                } else {
+                    0
+                };
+                Ok(CounterTotals { current, previous })
+            })
+            .collect()
     }
 }
 

@@ -56,6 +56,27 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// An addition to a shared counter (rate limits and quotas across replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterUpdate {
+    /// What is counted (a rule and its bucket, a quota and its partner).
+    pub key: String,
+    /// The window or period counted, by index.
+    pub window: u64,
+    pub add: u64,
+    /// Also read the total of `window - 1`.
+    pub with_previous: bool,
+    /// How long the counter is kept.
+    pub ttl: std::time::Duration,
+}
+
+/// The totals of a shared counter after an update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterTotals {
+    pub current: u64,
+    pub previous: u64,
+}
+
 /// A task a store needs running for the life of the process (the Redis revocation mirror).
 pub type StoreTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
@@ -138,4 +159,9 @@ pub trait Store: Send + Sync + 'static {
     async fn add_login_failure(&self, key: &str, now: u64, window: u64) -> Result<LoginFailures, StoreError>;
     async fn login_failures(&self, key: &str) -> Result<LoginFailures, StoreError>;
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    // --- shared counters --------------------------------------------------------------------
+
+    /// Adds to counters (one per key and window) and returns each one's totals, in order.
+    async fn add_to_counters(&self, updates: &[CounterUpdate]) -> Result<Vec<CounterTotals>, StoreError>;
 }

@@ -16,7 +16,7 @@
 //! and the proxy applies `store.on_outage`.
 
 use super::{
-    CodeGrant, CodeUse, LoginFailures, PendingAuthorization, RefreshFamily, RefreshKey, RefreshUse, Registration, RevocationList,
+    CodeGrant, CodeUse, CounterTotals, CounterUpdate, LoginFailures, PendingAuthorization, RefreshFamily, RefreshKey, RefreshUse, Registration, RevocationList,
     Revoked, Session, Store, StoreError,
 };
 use crate::config::{RedisConfig, RedisServers};
@@ -676,5 +676,40 @@ impl Store for RedisStore {
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         let hashed = blake3::hash(key.as_bytes()).to_hex();
         self.delete("clear_login_failures", self.key("login", &hashed)).await
+    }
+
+    async fn add_to_counters(&self, updates: &[CounterUpdate]) -> Result<Vec<CounterTotals>, StoreError> {
+        // a counter's windows share a hash tag (one Cluster slot); each counter is one pipeline,
+        // all sent at once over the multiplexed connection
+        let pipelines: Vec<Pipeline> = updates
+            .iter()
+            .map(|u| {
+                let key = |window: u64| format!("{}c:{{{}}}:{window}", self.prefix, u.key);
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCRBY").arg(key(u.window)).arg(u.add);
+                pipe.cmd("PEXPIRE").arg(key(u.window)).arg(u.ttl.as_millis().max(1) as u64).ignore();
+                if u.with_previous && u.window > 0 {
+                    pipe.cmd("GET").arg(key(u.window - 1));
+                }
+                pipe
+            })
+            .collect();
+        self.exec("add_to_counters", |conn| async move {
+            let answers = futures_util::future::join_all(pipelines.iter().map(|pipe| {
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<Vec<Option<u64>>>(&mut conn).await }
+            }))
+            .await;
+            answers
+                .into_iter()
+                .map(|a| {
+                    a.map(|values| CounterTotals {
+                        current: values.first().copied().flatten().unwrap_or(0),
+                        previous: values.get(1).copied().flatten().unwrap_or(0),
+                    })
+                })
+                .collect::<redis::RedisResult<Vec<_>>>()
+        })
+        .await
     }
 }

@@ -57,15 +57,20 @@ routes:
 }
 
 async fn pair(store_a: &str, store_b: &str) -> Pair {
+    pair_with(store_a, store_b, "").await
+}
+
+/// A pair with `extra` top-level settings in both configs.
+async fn pair_with(store_a: &str, store_b: &str, extra: &str) -> Pair {
     let upstream = Upstream::start().await;
     let partner = PartnerFixture::new(Algorithm::ES256, "mm-1", "moisturemapper");
     let users = format!("- {{username: frank, password_hash: '{}', id: frank}}\n", oada_gateway::secrets::hash(PASSWORD));
-    let a = GatewayBuilder::new(&body(&upstream, store_a, ""))
+    let a = GatewayBuilder::new(&body(&upstream, store_a, extra))
         .file("clients/mm.json", &partner.doc.to_string())
         .file("users.yaml", &users)
         .start()
         .await;
-    let b = GatewayBuilder::new(&body(&upstream, store_b, ""))
+    let b = GatewayBuilder::new(&body(&upstream, store_b, extra))
         .replica_of(&a.key_pem, &a.issuer)
         .file("clients/mm.json", &partner.doc.to_string())
         .file("users.yaml", &users)
@@ -175,6 +180,49 @@ async fn shared_state_cases(p: &Pair) {
     assert!(delay < Duration::from_secs(1), "took {delay:?}");
     assert_eq!(get(&p.a, "/observations", &doomed).await, 401);
     assert_eq!(get(&p.b, "/observations", &access).await, 200, "other tokens unaffected");
+}
+
+/// A partner's rate limit counted across both replicas: alone, each would admit the whole limit.
+#[tokio::test]
+async fn two_replicas_share_one_rate_limit_within_the_documented_tolerance() {
+    const LIMIT: u64 = 40;
+    let redis = RedisServer::start().await;
+    let store = redis_store(&redis.url(), "  rate_limit_sync: 50ms\n");
+    let rule = format!("rate_limits:\n  - name: mm-per-minute\n    partner: moisturemapper\n    rate: {LIMIT}/m\n    burst: {LIMIT}\n");
+    let p = pair_with(&store, &store, &rule).await;
+    let client_id = register(&p.a, &p.partner.doc).await;
+    let (status, t) = token(&p.a, &assertion(&p, &client_id, "limited")).await;
+    assert_eq!(status, 200, "{t}");
+    let access = t["access_token"].as_str().unwrap().to_string();
+    // 3 x LIMIT requests alternating between the replicas, 20 ms apart: each replica gets one
+    // every 40 ms and syncs every 50 ms
+    let (mut admitted, mut refused) = ([0u64; 2], 0u64);
+    let mut headers = None;
+    for i in 0..(3 * LIMIT) {
+        let gw = if i % 2 == 0 { &p.a } else { &p.b };
+        let r = client().get(gw.url("/observations")).bearer_auth(&access).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => admitted[(i % 2) as usize] += 1,
+            429 => {
+                refused += 1;
+                headers.get_or_insert(r.headers().clone());
+            }
+            other => panic!("unexpected {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = admitted[0] + admitted[1];
+    // documented tolerance: the other replica's admissions since the last sync (here at most 2)
+    eprintln!("shared limit {LIMIT}/m over two replicas: admitted {admitted:?} = {total}, refused {refused}");
+    assert!((LIMIT..=LIMIT + 4).contains(&total), "admitted {total} ({admitted:?}) of a shared {LIMIT}");
+    assert!(admitted[0] > 0 && admitted[1] > 0);
+    let h = headers.expect("some requests were refused");
+    assert_eq!(h["ratelimit-policy"], format!("\"mm-per-minute\";q={LIMIT};w=60"));
+    let refused_on = |m: &str| metric_value(m, "oada_gateway_rate_limited_total{partner=\"moisturemapper\",rule=\"mm-per-minute\"}");
+    let (on_a, on_b) = (refused_on(&p.a.metrics().await), refused_on(&p.b.metrics().await));
+    assert_eq!(on_a + on_b, refused as f64);
+    let keys = redis.cli(&["--scan", "--pattern", "test:c:*"]);
+    assert!(keys.contains("rl:mm-per-minute:moisturemapper"), "shared counters in Redis: {keys}");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod authorization;
 pub(crate) mod clients;
+mod rate_limits;
 mod sections;
 mod server;
 mod store;
@@ -204,6 +205,8 @@ impl Builder {
         let server = self.server(&raw.server);
         let limits = self.limits(&raw.limits);
         let store = self.store(raw.store.as_ref());
+        let rate_limits = self.rate_limits(&raw.rate_limits, &clients, &routes);
+        let quotas = self.quotas(&raw.quotas, &clients);
         let authorization = raw.authorization.as_ref().and_then(|a| self.authorization(a));
         if authorization.is_none() && clients.iter().any(|c| c.grant_types.authorization_code) {
             self.diag.error(
@@ -242,6 +245,8 @@ impl Builder {
             limits,
             authorization,
             store,
+            rate_limits,
+            quotas,
         })
     }
 

@@ -27,6 +27,8 @@ const KNOWN: &[&str] = &[
     "limits",
     "authorization",
     "store",
+    "rate_limits",
+    "quotas",
 ];
 
 struct Reader<'a> {
@@ -153,5 +155,7 @@ pub(super) fn parse(tree: Value, errors: &mut Vec<(String, String)>, failed: &mu
         limits: r.optional("limits"),
         authorization: r.optional("authorization"),
         store: r.optional("store"),
+        rate_limits: r.list("rate_limits", false),
+        quotas: r.list("quotas", false),
     })
 }

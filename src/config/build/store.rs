@@ -64,7 +64,11 @@ impl Builder {
             pool_size: raw.pool_size.unwrap_or(4),
             on_outage,
             max_stale: secs(raw.max_stale, Duration::from_secs(30)),
+            rate_limit_sync: secs(raw.rate_limit_sync, Duration::from_millis(100)),
         };
+        if config.rate_limit_sync < Duration::from_millis(10) || config.rate_limit_sync > Duration::from_secs(10) {
+            self.diag.error(format!("{KEY}.rate_limit_sync"), "must be between 10ms and 10s (e.g. 100ms)");
+        }
         if config.pool_size == 0 || config.pool_size > 64 {
             self.diag.error(format!("{KEY}.pool_size"), "must be between 1 and 64");
         }

@@ -10,6 +10,8 @@
 //! key is refused ([`LimitError::TableFull`]) rather than let through or allowed to evict a key
 //! that is being limited: dropping state would reset an attacker's bucket.
 
+pub mod requests;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
