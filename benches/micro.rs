@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the gateway's per-request and per-token work (criterion):
 //! bearer validation on a cache hit and on a miss (RS256, ES256, EdDSA), the scope check, route
-//! matching, and a whole `/token` issuance (assertion verification + access-token signing) for
-//! each signing-key algorithm.
+//! matching, a rate-limit and quota check on a proxied request, and a whole `/token` issuance
+//! (assertion verification + access-token signing) for each signing-key algorithm.
 //!
 //!   cargo bench --bench micro
 
@@ -128,6 +128,44 @@ fn scopes_and_routes(c: &mut Criterion) {
 }
 
 /// A config in a temporary folder: gateway key of `alg`, one partner with a fixed client_id.
+/// What a proxied request pays for rate limiting: a partner rule, a route rule per address and a
+/// monthly quota (all three admit), counted locally or also for sharing through the store.
+fn rate_limits(c: &mut Criterion) {
+    use oada_gateway::config::{PartnerMatch, QuotaPeriod, QuotaRule, RateLimitRule};
+    use oada_gateway::ratelimit::requests::{address_of, Caller, Now, RequestLimits};
+    use oada_gateway::ratelimit::{Quota, Rate};
+    let rule = |name: &str, partner, per_address| RateLimitRule {
+        name: name.into(),
+        partner,
+        route: None,
+        per_client_address: per_address,
+        quota: Quota {
+            rate: Rate { count: u64::MAX / 4, period: Duration::from_secs(1) },
+            burst: u32::MAX,
+        },
+    };
+    let rules = [rule("each", PartnerMatch::EachPartner, false), rule("address", PartnerMatch::Any, true)];
+    let quotas = [QuotaRule {
+        name: "monthly".into(),
+        partner: PartnerMatch::EachPartner,
+        limit: u64::MAX,
+        period: QuotaPeriod::Month,
+    }];
+    let partners: Vec<String> = (0..20).map(|i| format!("partner-{i}")).collect();
+    let caller = Caller {
+        partner: Some(7),
+        address: address_of(Some("10.1.2.3".parse().unwrap())),
+    };
+    let mut group = c.benchmark_group("rate_limit");
+    for (name, shared) in [("local", false), ("shared", true)] {
+        let limits = RequestLimits::new(&rules, &quotas, partners.clone(), &["/observations"], shared, None);
+        group.bench_function(format!("check/{name}"), |b| {
+            b.iter(|| limits.check(black_box(0), black_box(caller), Now::current()).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn token_server(alg: Algorithm) -> (AuthorizationServer, PartnerKey, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gw.pem"), generate::private_key_pem(alg).unwrap()).unwrap();
@@ -143,7 +181,7 @@ fn token_server(alg: Algorithm) -> (AuthorizationServer, PartnerKey, tempfile::T
     let config = Arc::new(Config::from_yaml(&yaml, &dir.path().join("gateway.yaml"), &no_env as &dyn Environment).unwrap());
     let store = Arc::new(MemoryStore::new(1000, 10_000_000));
     let verifier = Arc::new(verifier(config.keys.clone()));
-    let server = AuthorizationServer::new(config, verifier, store, Arc::new(Metrics::new()));
+    let server = AuthorizationServer::new(config, verifier, store, Arc::new(Metrics::new()), None);
     let key = PartnerKey::from_pem(partner_pem.as_bytes()).unwrap().with_kid_from(&doc).unwrap();
     (server, key, dir)
 }
@@ -168,8 +206,10 @@ fn token_issuance(c: &mut Criterion) {
                     let request = HostedRequest {
                         method: &Method::POST,
                         headers: &headers,
+                        query: None,
                         body: body.into(),
                         now: unix_now(),
+                        client_ip: None,
                     };
                     let reply = ready(server.handle(Endpoint::Token, &request));
                     assert_eq!(reply.status, 200);
@@ -182,5 +222,5 @@ fn token_issuance(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bearer, scopes_and_routes, token_issuance);
+criterion_group!(benches, bearer, scopes_and_routes, rate_limits, token_issuance);
 criterion_main!(benches);
