@@ -171,6 +171,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
     pub in_flight: Arc<InFlight>,
+    /// The span exporter, when `tracing.otlp_endpoint` is set (fixed at start).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Woken whenever a gateway is installed (the health supervisor follows the upstreams).
     pub upstreams_changed: Notify,
 }
@@ -181,6 +183,7 @@ impl Shared {
     pub fn open(config: Config) -> Result<(Arc<Shared>, Option<StoreTask>), String> {
         let metrics = Arc::new(Metrics::new());
         let (store, store_task) = crate::store::open(&config, metrics.clone())?;
+        let telemetry = crate::telemetry::Telemetry::start(&config.tracing)?.map(Arc::new);
         let gateway = Gateway::build(config, store.clone(), metrics.clone(), None).map_err(|e| format!("cannot set up upstreams: {e}"))?;
         metrics.set_config_info(&gateway.config.hash);
         let shared = Shared {
@@ -188,6 +191,7 @@ impl Shared {
             metrics,
             store,
             in_flight: Arc::default(),
+            telemetry,
             upstreams_changed: Notify::new(),
         };
         Ok((Arc::new(shared), store_task))

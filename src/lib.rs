@@ -28,6 +28,7 @@ pub mod scope;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod upstream;
 pub mod users;

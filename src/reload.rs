@@ -137,6 +137,7 @@ fn keep_restart_only(mut new: Config, running: &Config) -> (Config, Vec<&'static
         "server.upgrade_socket" => server.upgrade_socket,
         "server (connection limits and timeouts)" => server.downstream,
         "store" => store,
+        "tracing" => tracing,
     }
     (new, differ)
 }

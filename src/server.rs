@@ -94,6 +94,7 @@ impl ShutdownSignalWatch for Signals {
 struct Drain {
     in_flight: Arc<InFlight>,
     guard: Arc<ConnectionGuard>,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 #[async_trait]
@@ -116,6 +117,11 @@ impl BackgroundService for Drain {
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= DRAINED_FOR {
+                if let Some(telemetry) = &self.telemetry {
+                    // the exporter blocks on its HTTP call: off the runtime's threads
+                    let telemetry = telemetry.clone();
+                    let _ = tokio::task::spawn_blocking(move || telemetry.flush()).await;
+                }
                 tracing::info!("all in-flight requests finished; oada-gateway stopped");
                 std::process::exit(0);
             }
@@ -284,6 +290,7 @@ pub fn run(config: Config, mode: StartMode) -> Result<(), StartError> {
         Drain {
             in_flight: shared.in_flight.clone(),
             guard,
+            telemetry: shared.telemetry.clone(),
         },
     ));
     if let crate::config::StoreConfig::Redis(redis) = &shared.current().config.store {

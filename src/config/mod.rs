@@ -57,6 +57,19 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitRule>,
     /// Request quotas per partner and period (`quotas:`).
     pub quotas: Vec<QuotaRule>,
+    pub tracing: TracingConfig,
+}
+
+/// Distributed tracing (`tracing:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans go (OTLP/HTTP, protobuf), e.g. `http://collector:4318/v1/traces`; `None`:
+    /// trace context is still propagated, nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Share of new traces recorded (a client's sampled flag is followed).
+    pub sample_ratio: f64,
+    pub export_timeout: Duration,
 }
 
 /// Whose requests a limit counts, and in how many buckets.

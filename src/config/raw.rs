@@ -50,6 +50,22 @@ pub struct RawConfig {
     pub rate_limits: Vec<RawRequestRateLimit>,
     #[serde(default)]
     pub quotas: Vec<RawQuota>,
+    #[serde(default)]
+    pub tracing: RawTracing,
+}
+
+/// Distributed tracing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+    #[serde(default)]
+    pub export_timeout: Option<ConfigDuration>,
 }
 
 /// A rate limit on proxied requests.

@@ -105,6 +105,16 @@ pub struct HostedRequest<'a> {
     pub now: u64,
     /// The client's address (per-address limits).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The request's trace, for the spans of its steps.
+    pub trace: Option<&'a crate::telemetry::RequestTrace>,
+}
+
+impl HostedRequest<'_> {
+    /// A step of handling this request, traced as a span when spans are exported (it ends when
+    /// dropped).
+    pub fn step(&self, name: &'static str) -> Option<crate::telemetry::Step> {
+        self.trace.map(|t| t.step(name, opentelemetry::trace::SpanKind::Internal))
+    }
 }
 
 pub struct AuthorizationServer {

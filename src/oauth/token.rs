@@ -86,8 +86,18 @@ impl TokenEndpoint {
                 )
             })?;
         let code = (grant_type == authorization_code::GRANT_TYPE).then(|| form.get("code")).flatten();
-        let authenticated = self.authn.authenticate(request.headers, &form, code, request.now).await?;
-        let issuance = match grant_type {
+        let step = request.step("client_authentication");
+        let authenticated = self
+            .authn
+            .authenticate(request.headers, &form, code, request.now)
+            .await
+            .inspect_err(|e| failed(&step, e))?;
+        drop(step);
+        let step = request.step("grant");
+        if let Some(s) = &step {
+            s.set(opentelemetry::KeyValue::new("oauth.grant_type", label));
+        }
+        let issuance = async { Ok::<_, OAuthError>(match grant_type {
             client_credentials::GRANT_TYPE => client_credentials::issue(authenticated, &form)?,
             jwt_bearer::GRANT_TYPE => jwt_bearer::issue(&self.authn, &form, authenticated, request.now).await?,
             _ => {
@@ -103,11 +113,15 @@ impl TokenEndpoint {
                     refresh_token::refresh(&ctx, &form, authenticated, request.now).await?
                 }
             }
-        };
-        self.respond(issuance, label, request.now)
+        })}
+        .await
+        .inspect_err(|e| failed(&step, e))?;
+        drop(step);
+        self.respond(issuance, label, request)
     }
 
-    fn respond(&self, issuance: Issuance, label: &'static str, now: u64) -> Result<Reply, OAuthError> {
+    fn respond(&self, issuance: Issuance, label: &'static str, request: &HostedRequest<'_>) -> Result<Reply, OAuthError> {
+        let now = request.now;
         let Issuance {
             client,
             scope,
@@ -136,10 +150,13 @@ impl TokenEndpoint {
             auth_time: p.auth_time,
             grant_id: &p.grant_id,
         });
+        let step = request.step("sign_access_token");
         let issued = self
             .issuer
             .issue_for(&client.client_id, client.profile.principal.partner_claim(), person_claims.as_ref(), &scope, now)
-            .map_err(|e| OAuthError::new(OAuthErrorCode::ServerError, e.to_string()))?;
+            .map_err(|e| OAuthError::new(OAuthErrorCode::ServerError, e.to_string()))
+            .inspect_err(|e| failed(&step, e))?;
+        drop(step);
         self.metrics
             .tokens_issued
             .with_label_values(&[label, &client.profile.label])
@@ -162,5 +179,13 @@ impl TokenEndpoint {
             body.insert("refresh_token".into(), json!(rt));
         }
         Ok(Reply::json(200, &Value::Object(body)).no_store())
+    }
+}
+
+/// Marks a traced step as failed with the OAuth error code (never the description, which may
+/// quote what the client sent).
+fn failed(step: &Option<crate::telemetry::Step>, e: &OAuthError) {
+    if let Some(s) = step {
+        s.fail(e.code.as_str());
     }
 }

@@ -14,6 +14,7 @@ pub mod strict;
 
 use crate::auth::verifier::{Grant, PartnerOf};
 use crate::ratelimit::requests::{address_of, Caller, Now};
+use crate::telemetry::{RequestTrace, Step, Telemetry};
 use crate::downstream::ConnHandle;
 use crate::gateway::{Gateway, InFlightGuard, Shared, UNMATCHED_LABEL};
 use crate::metrics::Metrics;
@@ -78,6 +79,10 @@ pub struct RequestCtx {
     fresh_retries: u8,
     /// The client connection (absent on HTTP/2).
     conn: Option<ConnHandle>,
+    /// The request's trace (from its head on).
+    trace: Option<RequestTrace>,
+    /// The current attempt at the upstream.
+    upstream_call: Option<Step>,
     /// Keeps the request counted as in flight (graceful shutdown waits for it).
     _in_flight: InFlightGuard,
 }
@@ -118,6 +123,7 @@ impl RequestCtx {
 pub struct Proxy {
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    telemetry: Option<Arc<Telemetry>>,
     head_limits: HeadLimits,
     /// Makes every fresh-connection retry miss Pingora's connection pool.
     fresh_group: AtomicU64,
@@ -136,6 +142,7 @@ impl Proxy {
         };
         Proxy {
             metrics: shared.metrics.clone(),
+            telemetry: shared.telemetry.clone(),
             shared,
             head_limits,
             fresh_group: AtomicU64::new(1),
@@ -143,7 +150,7 @@ impl Proxy {
     }
 
     /// Reads the (bounded) body of a request to a hosted endpoint and lets the endpoint answer.
-    async fn serve_hosted(gw: &Gateway, endpoint: Endpoint, head: &HeadFacts, session: &mut Session) -> Reply {
+    async fn serve_hosted(gw: &Gateway, endpoint: Endpoint, head: &HeadFacts, trace: Option<&RequestTrace>, session: &mut Session) -> Reply {
         let body = if endpoint.takes_body(&session.req_header().method) {
             let deadline = HOSTED_BODY_DEADLINE.min(gw.config.server.downstream.body_timeout);
             match read_body(session, head, MAX_BODY_BYTES, deadline).await {
@@ -162,6 +169,7 @@ impl Proxy {
             body,
             now: unix_now(),
             client_ip,
+            trace: trace.filter(|t| t.exporting()),
         };
         gw.oauth.handle(endpoint, &request).await
     }
@@ -221,6 +229,8 @@ impl ProxyHttp for Proxy {
             fresh_retry: false,
             fresh_retries: 0,
             conn: None,
+            trace: None,
+            upstream_call: None,
             _in_flight: self.shared.in_flight.enter(),
         }
     }
@@ -234,7 +244,11 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         match strict::check_head(session.req_header(), &self.head_limits) {
-            Ok(head) => ctx.head = head,
+            Ok(head) => {
+                ctx.head = head;
+                let req = session.req_header();
+                ctx.trace = Some(RequestTrace::begin(self.telemetry.as_deref(), &req.headers, head.carries_trace_context(), &req.method, req.uri.path()));
+            }
             Err(reply) => {
                 session.set_keepalive(None);
                 return self.reply(session, &reply).await;
@@ -245,7 +259,10 @@ impl ProxyHttp for Proxy {
 
         if let Some(endpoint) = ctx.gw.oauth.endpoint_for(path) {
             ctx.label = Label::Hosted(endpoint.label());
-            let reply = Self::serve_hosted(&ctx.gw, endpoint, &ctx.head, session).await;
+            if let Some(trace) = &ctx.trace {
+                trace.name_after(&session.req_header().method, endpoint.label());
+            }
+            let reply = Self::serve_hosted(&ctx.gw, endpoint, &ctx.head, ctx.trace.as_ref(), session).await;
             return self.reply(session, &reply).await;
         }
 
@@ -272,16 +289,24 @@ impl ProxyHttp for Proxy {
         };
         ctx.label = Label::Route(route.id);
         ctx.route = Some(route.id);
+        if let Some(trace) = &ctx.trace {
+            trace.name_after(&method, &route.name);
+        }
 
         let RouteAuth::Bearer(requirement) = &route.auth else {
             return self.admit(session, ctx).await;
         };
         let req = session.req_header();
+        let step = ctx.trace.as_ref().filter(|t| t.exporting()).map(|t| t.step("authorize", opentelemetry::trace::SpanKind::Internal));
         let decision = ctx
             .gw
             .authorizer
             .authorize(&req.headers, req.uri.query(), &method, requirement, unix_now())
             .await;
+        if let (Some(step), Err(denial)) = (&step, &decision) {
+            step.fail(denial.metric_label());
+        }
+        drop(step);
         let metrics = &*self.metrics;
         match decision {
             Ok(verified) => {
@@ -366,6 +391,14 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         strict::normalize_upstream(upstream_request, &ctx.head, &ctx.gw.own_host)?;
+        if let Some(trace) = &ctx.trace {
+            let call = trace.call("upstream");
+            if let Some(server) = ctx.last_server() {
+                call.set(opentelemetry::KeyValue::new("server.address", server.to_string()));
+            }
+            trace.propagate(&call, upstream_request)?;
+            ctx.upstream_call = Some(call);
+        }
         if ctx.head.has_identity_headers() {
             // only the gateway says who is calling
             upstream_request.remove_header(CLIENT_ID_HEADER);
@@ -416,6 +449,9 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        if let Some(call) = &ctx.upstream_call {
+            call.set(opentelemetry::KeyValue::new("http.response.status_code", i64::from(upstream_response.status.as_u16())));
+        }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.head.asks_upgrade() {
             let mut e = Error::explain(UNSOLICITED_UPGRADE, "the upstream switched protocols unasked");
             e.as_up();
@@ -555,6 +591,24 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        if let Some(call) = ctx.upstream_call.take() {
+            if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
+                call.fail(e.etype().as_str());
+            }
+        }
+        if let Some(trace) = &mut ctx.trace {
+            if trace.exporting() {
+                let mut attributes = Vec::new();
+                if let Some(grant) = &ctx.grant {
+                    attributes.push(opentelemetry::KeyValue::new("oada.client_id", grant.client_id.to_string()));
+                    if let Some(p) = &grant.partner {
+                        attributes.push(opentelemetry::KeyValue::new("oada.partner", p.name().to_string()));
+                    }
+                }
+                attributes.push(opentelemetry::KeyValue::new("oada.auth", ctx.auth));
+                trace.finish(status, attributes);
+            }
+        }
         let req = session.req_header();
         let method = method_label(&req.method);
         let label = ctx.label();
@@ -572,6 +626,7 @@ impl ProxyHttp for Proxy {
         if ctx.gw.config.server.access_log {
             let client_id = ctx.grant.as_ref().map(|g| &*g.client_id).unwrap_or("-");
             let server = ctx.last_server().map(|s| s.to_string());
+            let trace_id = TraceIdField(ctx.trace.as_ref().map(|t| t.trace_id()));
             tracing::info!(
                 target: "oada_gateway::access",
                 route = label,
@@ -583,8 +638,21 @@ impl ProxyHttp for Proxy {
                 auth = ctx.auth,
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
                 error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+                trace_id = %trace_id,
                 "request"
             );
+        }
+    }
+}
+
+/// A request's trace id in the access log (`-` for requests refused before their head was read).
+struct TraceIdField(Option<opentelemetry::trace::TraceId>);
+
+impl std::fmt::Display for TraceIdField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("-"),
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct HeadFacts {
     asks_upgrade: bool,
     /// The client sent a header named `X-OADA-*`: the gateway's identity headers' namespace.
     has_identity_headers: bool,
+    /// The client sent `traceparent` (W3C Trace Context).
+    carries_trace_context: bool,
 }
 
 impl HeadFacts {
@@ -64,6 +66,11 @@ impl HeadFacts {
     /// Did the client send headers in the namespace of those the gateway sets (`X-OADA-*`)?
     pub fn has_identity_headers(&self) -> bool {
         self.has_identity_headers
+    }
+
+    /// Did the client send a `traceparent` to continue?
+    pub fn carries_trace_context(&self) -> bool {
+        self.carries_trace_context
     }
 }
 
@@ -113,6 +120,8 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<HeadFacts,
             facts.asks_upgrade = true;
         } else if name.as_str().starts_with(IDENTITY_HEADER_PREFIX) {
             facts.has_identity_headers = true;
+        } else if name.as_str() == "traceparent" {
+            facts.carries_trace_context = true;
         }
     }
     if total > limits.max_total {

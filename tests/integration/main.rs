@@ -3,6 +3,7 @@
 mod attacks;
 mod browser;
 mod config_check;
+mod distributed_tracing;
 mod harness;
 mod interop;
 mod lifecycle;

@@ -207,6 +207,7 @@ impl Builder {
         let store = self.store(raw.store.as_ref());
         let rate_limits = self.rate_limits(&raw.rate_limits, &clients, &routes);
         let quotas = self.quotas(&raw.quotas, &clients);
+        let tracing = self.tracing(&raw.tracing);
         let authorization = raw.authorization.as_ref().and_then(|a| self.authorization(a));
         if authorization.is_none() && clients.iter().any(|c| c.grant_types.authorization_code) {
             self.diag.error(
@@ -247,7 +248,34 @@ impl Builder {
             store,
             rate_limits,
             quotas,
+            tracing,
         })
+    }
+
+    fn tracing(&mut self, raw: &crate::config::raw::RawTracing) -> TracingConfig {
+        if let Some(endpoint) = &raw.otlp_endpoint {
+            match url::Url::parse(endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => self.diag.error(
+                    "tracing.otlp_endpoint",
+                    format!("`{endpoint}` is not an http(s) URL; expected e.g. http://collector:4318/v1/traces"),
+                ),
+            }
+        }
+        let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            self.diag.error("tracing.sample_ratio", "must be between 0 and 1");
+        }
+        let service_name = raw.service_name.clone().unwrap_or_else(|| "oada-gateway".into());
+        if service_name.trim().is_empty() {
+            self.diag.error("tracing.service_name", "must not be empty");
+        }
+        TracingConfig {
+            otlp_endpoint: raw.otlp_endpoint.clone(),
+            service_name,
+            sample_ratio,
+            export_timeout: secs(raw.export_timeout, Duration::from_secs(10)),
+        }
     }
 
     fn addr(&mut self, key: &str, text: &str) -> Option<SocketAddr> {

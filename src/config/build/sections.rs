@@ -29,6 +29,7 @@ const KNOWN: &[&str] = &[
     "store",
     "rate_limits",
     "quotas",
+    "tracing",
 ];
 
 struct Reader<'a> {
@@ -157,5 +158,6 @@ pub(super) fn parse(tree: Value, errors: &mut Vec<(String, String)>, failed: &mu
         store: r.optional("store"),
         rate_limits: r.list("rate_limits", false),
         quotas: r.list("quotas", false),
+        tracing: r.optional("tracing"),
     })
 }
