@@ -51,9 +51,17 @@ pub struct ConnState {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     body_timeout: Duration,
+    /// The client's address as an `X-Forwarded-For` value, made on the connection's first
+    /// request that needs it.
+    forwarded_for: std::sync::OnceLock<http::HeaderValue>,
 }
 
 impl ConnState {
+    /// `X-Forwarded-For` for requests on this connection from `client`.
+    pub fn forwarded_for(&self, client: std::net::IpAddr) -> http::HeaderValue {
+        self.forwarded_for.get_or_init(|| forwarded_for(client)).clone()
+    }
+
     pub fn new(header_timeout: Duration, keepalive_timeout: Duration, body_timeout: Duration) -> Self {
         ConnState {
             start: Instant::now(),
@@ -64,6 +72,7 @@ impl ConnState {
             header_timeout,
             keepalive_timeout,
             body_timeout,
+            forwarded_for: std::sync::OnceLock::new(),
         }
     }
 
@@ -396,4 +405,9 @@ impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+}
+
+/// An address as a header value.
+pub fn forwarded_for(client: std::net::IpAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
 }

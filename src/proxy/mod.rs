@@ -44,6 +44,7 @@ pub const USER_ID_HEADER: &str = "X-OADA-User-Id";
 /// Who the client belongs to: the configured partner's name, or a software statement's
 /// `software_id`; absent otherwise.
 pub const PARTNER_HEADER: &str = "X-OADA-Partner";
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
 
 /// How many servers one request may try (the first, and one retry on another server).
 const MAX_ATTEMPTS: usize = 2;
@@ -393,7 +394,7 @@ impl ProxyHttp for Proxy {
         strict::normalize_upstream(upstream_request, &ctx.head, &ctx.gw.own_host)?;
         if let Some(trace) = &ctx.trace {
             let call = trace.call("upstream");
-            if let Some(server) = ctx.last_server() {
+            if let Some(server) = ctx.last_server().filter(|_| call.exporting()) {
                 call.set(opentelemetry::KeyValue::new("server.address", server.to_string()));
             }
             trace.propagate(&call, upstream_request)?;
@@ -430,13 +431,18 @@ impl ProxyHttp for Proxy {
                 upstream_request.set_uri(uri.parse().map_err(|_| Error::explain(ErrorType::InternalError, "rebuilt URI"))?);
             }
         }
-        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = client.ip().to_string();
-            let forwarded = match upstream_request.headers.get("X-Forwarded-For").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip,
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let prior = ctx.head.has_forwarded_for().then(|| upstream_request.headers.get(X_FORWARDED_FOR)).flatten();
+            let forwarded = match prior.and_then(|v| v.to_str().ok()) {
+                Some(prior) => http::HeaderValue::from_str(&format!("{prior}, {client}"))
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "X-Forwarded-For"))?,
+                // the same on every request of the connection: made once
+                None => match &ctx.conn {
+                    Some(conn) => conn.0.forwarded_for(client),
+                    None => crate::downstream::stream::forwarded_for(client),
+                },
             };
-            upstream_request.insert_header("X-Forwarded-For", forwarded)?;
+            upstream_request.insert_header(X_FORWARDED_FOR, forwarded)?;
         }
         let proto = if ctx.gw.config.tls.is_some() { "https" } else { "http" };
         upstream_request.insert_header("X-Forwarded-Proto", proto)?;
@@ -449,7 +455,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        if let Some(call) = &ctx.upstream_call {
+        if let Some(call) = ctx.upstream_call.as_ref().filter(|c| c.exporting()) {
             call.set(opentelemetry::KeyValue::new("http.response.status_code", i64::from(upstream_response.status.as_u16())));
         }
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.head.asks_upgrade() {
@@ -651,7 +657,7 @@ struct TraceIdField(Option<opentelemetry::trace::TraceId>);
 impl std::fmt::Display for TraceIdField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(id) => write!(f, "{id}"),
+            Some(id) => f.write_str(crate::telemetry::hex(&id.to_bytes(), &mut [0; 32])),
             None => f.write_str("-"),
         }
     }

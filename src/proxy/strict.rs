@@ -45,6 +45,8 @@ pub struct HeadFacts {
     has_identity_headers: bool,
     /// The client sent `traceparent` (W3C Trace Context).
     carries_trace_context: bool,
+    /// The client sent `X-Forwarded-For` (the gateway appends to it).
+    has_forwarded_for: bool,
 }
 
 impl HeadFacts {
@@ -71,6 +73,11 @@ impl HeadFacts {
     /// Did the client send a `traceparent` to continue?
     pub fn carries_trace_context(&self) -> bool {
         self.carries_trace_context
+    }
+
+    /// Did the client send `X-Forwarded-For`?
+    pub fn has_forwarded_for(&self) -> bool {
+        self.has_forwarded_for
     }
 }
 
@@ -122,6 +129,8 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<HeadFacts,
             facts.has_identity_headers = true;
         } else if name.as_str() == "traceparent" {
             facts.carries_trace_context = true;
+        } else if name.as_str() == "x-forwarded-for" {
+            facts.has_forwarded_for = true;
         }
     }
     if total > limits.max_total {
