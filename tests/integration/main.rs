@@ -8,6 +8,7 @@ mod harness;
 mod interop;
 mod lifecycle;
 mod oauth;
+mod observability;
 mod partners;
 mod proxy_auth;
 mod proxy_upstreams;
