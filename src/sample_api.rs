@@ -1,8 +1,8 @@
 //! A small sample weather-station API (grounddata's existing API in the use case), served by
 //! `oada-gateway sample-api` and used by the demo. Stations and observations as JSON; it trusts
-//! the gateway's `X-OADA-Client-Id` header for attribution and, when the gateway forwards a
-//! person's request (`X-OADA-User-Id`), answers with that person's stations only. It echoes
-//! nothing secret.
+//! the gateway's `X-OADA-Client-Id` and `X-OADA-Partner` headers for attribution and, when the
+//! gateway forwards a person's request (`X-OADA-User-Id`), answers with that person's stations
+//! only. It echoes nothing secret.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -75,6 +75,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         .get("x-oada-client-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let partner = req
+        .headers()
+        .get("x-oada-partner")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let user = req
         .headers()
         .get("x-oada-user-id")
@@ -99,7 +104,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
                 .collect();
             json_response(
                 StatusCode::OK,
-                &json!({"observations": observations, "requested_by": client, "on_behalf_of": user}),
+                &json!({"observations": observations, "requested_by": client, "partner": partner, "on_behalf_of": user}),
             )
         }
         (Method::GET, ["observations", id]) => {

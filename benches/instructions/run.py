@@ -82,10 +82,19 @@ def measure(binary, work, name, conf, port, admin, request, count):
 def run_binary(binary, tag, args, work, up, redis_port):
     load.fixtures("tokens", work / "gw-rs256.pem", "RS256", "http://127.0.0.1:1", 1, work / "tokens.txt")
     results = {}
-    for name, store in (("memory", ""), ("redis", f"store: {{type: redis, url: 'redis://127.0.0.1:{redis_port}/0'}}")):
+    variants = (
+        ("memory", ""),
+        ("redis", f"store: {{type: redis, url: 'redis://127.0.0.1:{redis_port}/0'}}"),
+        ("ratelimit", ""),
+    )
+    for name, store in variants:
         port, admin = load.free_port(), load.free_port()
         conf = work / f"gw-{name}.yaml"
         load.gateway_conf(conf, port, admin, work / "gw-rs256.pem", "RS256", up, issuer="http://127.0.0.1:1", store=store)
+        if name == "ratelimit":
+            # one rule every request matches, never reached: the cost of the check itself
+            with conf.open("a") as f:
+                f.write("rate_limits:\n  - {name: everyone, rate: 1000000/s}\n")
         if name == "memory" and subprocess.run([str(binary), "check", "--config", str(conf)], capture_output=True).returncode != 0:
             # an older build without settings the config names: drop them
             text = conf.read_text()
@@ -95,11 +104,13 @@ def run_binary(binary, tag, args, work, up, redis_port):
         targets = [("auth: none", "/public", "")]
         if name == "memory":
             targets.append(("token + scope", "/observations", f"Authorization: Bearer {token}\r\n"))
-        else:
+        elif name == "redis":
             targets = [("token + scope, store: redis", "/observations", f"Authorization: Bearer {token}\r\n")]
+        else:
+            targets = [("token + scope, 1 rate limit", "/observations", f"Authorization: Bearer {token}\r\n")]
         for label, path, auth in targets:
             request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
-            if "redis" in label and subprocess.run([str(binary), "check", "--config", str(conf)], capture_output=True).returncode != 0:
+            if name != "memory" and subprocess.run([str(binary), "check", "--config", str(conf)], capture_output=True).returncode != 0:
                 continue
             r = measure(binary, work, f"{tag}-{label.replace(' ', '_').replace(':', '').replace(',', '')}", conf, port, admin, request, args.requests)
             results[label] = r

@@ -631,6 +631,12 @@ impl ProxyHttp for Proxy {
         }
         if ctx.gw.config.server.access_log {
             let client_id = ctx.grant.as_ref().map(|g| &*g.client_id).unwrap_or("-");
+            let partner = ctx
+                .grant
+                .as_ref()
+                .and_then(|g| g.partner_header.as_ref())
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-");
             let server = ctx.last_server().map(|s| s.to_string());
             let trace_id = TraceIdField(ctx.trace.as_ref().map(|t| t.trace_id()));
             tracing::info!(
@@ -640,6 +646,7 @@ impl ProxyHttp for Proxy {
                 path = req.uri.path(),
                 status,
                 client_id,
+                partner,
                 upstream = server.as_deref().unwrap_or("-"),
                 auth = ctx.auth,
                 latency_ms = elapsed.as_secs_f64() * 1000.0,

@@ -314,8 +314,9 @@ impl RequestLimits {
         self.partners.get(usize::from(index)).map(String::as_str)
     }
 
-    /// Checks a request to route `route` by `caller`, counting it where it is admitted. A
-    /// request refused by one rule is not counted by the others.
+    /// Checks a request to route `route` by `caller`: every matching rule in config order, then
+    /// the partner's quotas. Rules before the one that refuses have counted the request (as with
+    /// nginx's several `limit_req`); rules after it and the quotas have not.
     pub fn check(&self, route: usize, caller: Caller, now: Now) -> Result<(), Refusal> {
         let Some(rules) = self.by_route.get(route) else {
             return Ok(());

@@ -318,11 +318,6 @@ impl Gateway {
             .map_or(0, |kb| kb * 1024)
     }
 
-    /// Open file descriptors of the gateway process.
-    pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
-    }
-
     /// `host:port` of the proxy listener.
     pub fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_string()
@@ -849,45 +844,7 @@ pub struct LoadResult {
 }
 
 impl Load {
-    pub fn start(url: String, token: Option<String>, connections: usize) -> Load {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let tasks = (0..connections)
-            .map(|_| {
-                let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
-                tokio::spawn(async move {
-                    // one client (one keep-alive connection at a time) per task
-                    let http = reqwest::Client::builder()
-                        .no_proxy()
-                        .pool_max_idle_per_host(1)
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
-                    let (mut ok, mut failures) = (0u64, Vec::new());
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let mut request = http.get(&url);
-                        if let Some(t) = &token {
-                            request = request.bearer_auth(t);
-                        }
-                        match request.send().await {
-                            Ok(r) if r.status() == 200 => {
-                                let _ = r.bytes().await;
-                                ok += 1;
-                            }
-                            Ok(r) => {
-                                let status = r.status();
-                                failures.push(format!("{status}: {}", r.text().await.unwrap_or_default()));
-                            }
-                            Err(e) => failures.push(format!("request failed: {e:?}")),
-                        }
-                    }
-                    (ok, failures)
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    /// Like [`Load::start`], with raw keep-alive connections that never retry: a request sent
+    /// Starts `connections` raw keep-alive connections that never retry: a request sent
     /// on a connection the gateway closes without answering it counts as failed (as it does
     /// for clients that do not resend). A response with `Connection: close` is followed by a
     /// new connection.

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 struct Pair {
     a: Gateway,
     b: Gateway,
-    upstream: Upstream,
+    /// Kept running as long as the replicas.
+    _upstream: Upstream,
     partner: PartnerFixture,
 }
 
@@ -82,7 +83,7 @@ async fn pair_with(store_a: &str, store_b: &str, extra: &str) -> Pair {
         })
         .await;
     }
-    Pair { a, b, upstream, partner }
+    Pair { a, b, _upstream: upstream, partner }
 }
 
 fn redis_store(url: &str, extra: &str) -> String {

@@ -57,7 +57,12 @@ impl Walkthrough {
         let (status, _, data) = self.send(self.http.get(format!("{base}/observations")).bearer_auth(&access_token)).await?;
         self.expect("data", status, 200, &data)?;
         let observations = data["observations"].as_array().cloned().unwrap_or_default();
-        println!("   ← 200 {} observations; the API saw the caller as {}", observations.len(), data["requested_by"]);
+        println!(
+            "   ← 200 {} observations; the API saw the caller as {} of partner {} (X-OADA-Client-Id changes at every registration, X-OADA-Partner does not)",
+            observations.len(),
+            data["requested_by"],
+            data["partner"]
+        );
         if let Some(first) = observations.first() {
             println!("     e.g. {first}");
         }
