@@ -667,21 +667,7 @@ mod tests {
 
     fn setup(alg: Algorithm) -> (TokenVerifier, TokenIssuer, Arc<KeyRing>) {
         let keys = ring(alg);
-        let verifier = TokenVerifier::new(
-            keys.clone(),
-            &VerifierConfig {
-                issuer: ISS.into(),
-                audience: ISS.into(),
-                leeway: Duration::from_secs(0),
-                max_entries: 1000,
-                negative_ttl: Duration::from_secs(10),
-                negative_max_entries: 1000,
-                token_lifetime: Duration::from_secs(60),
-                outage: None,
-                partners: vec!["mm".into()],
-            },
-            Arc::new(MemoryStore::new(10, 1000)),
-        );
+        let verifier = TokenVerifier::new(keys.clone(), &config_with(&["mm"]), Arc::new(MemoryStore::new(10, 1000)));
         let issuer = TokenIssuer::new(keys.clone(), ISS, ISS, Duration::from_secs(60));
         (verifier, issuer, keys)
     }
