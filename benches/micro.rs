@@ -116,6 +116,7 @@ fn scopes_and_routes(c: &mut Criterion) {
             auth: RouteAuth::Bearer(ScopeRequirement::All(vec![])),
             upstream: i % 2,
             forward_authorization: false,
+            issuers: None,
         });
     }
     let table = RouteTable::new(routes);

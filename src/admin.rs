@@ -75,9 +75,17 @@ impl AdminApp {
                     None => serde_json::json!({"status": "ok"}),
                     Some(since) => serde_json::json!({"status": "unavailable", "revocations_stale_since": since}),
                 };
+                let issuers: serde_json::Map<String, serde_json::Value> = gw
+                    .verifier
+                    .external_issuers()
+                    .map(|e| e.all())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| (i.name().to_string(), i.status()))
+                    .collect();
                 Reply::json(
                     if ready { 200 } else { 503 },
-                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "config": gw.config.hash, "upstreams": upstreams, "store": store}),
+                    &serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "config": gw.config.hash, "upstreams": upstreams, "store": store, "issuers": issuers}),
                 )
             }
             _ => Reply::error(404, "not_found", "admin endpoints: /metrics, /healthz, /readyz, POST /reload"),

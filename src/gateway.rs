@@ -7,6 +7,7 @@
 use crate::auth::verifier::{TokenVerifier, VerifierConfig};
 use crate::auth::Authorizer;
 use crate::config::Config;
+use crate::issuers::ExternalIssuers;
 use crate::metrics::{Metrics, PartnerMetrics, RouteMetrics};
 use crate::ratelimit::requests::RequestLimits;
 use crate::oauth::AuthorizationServer;
@@ -85,10 +86,18 @@ impl Gateway {
             },
             partners: config.clients.iter().map(|c| c.name.clone()).collect(),
         };
-        let verifier = Arc::new(match previous {
-            Some(p) => TokenVerifier::succeeding(config.keys.clone(), &verifier_config, store.clone(), &p.verifier),
-            None => TokenVerifier::new(config.keys.clone(), &verifier_config, store.clone()),
-        });
+        let external = Arc::new(ExternalIssuers::build(
+            &config.issuers,
+            &metrics,
+            previous.and_then(|p| p.verifier.external_issuers()).map(|e| &**e),
+        ));
+        let verifier = Arc::new(
+            match previous {
+                Some(p) => TokenVerifier::succeeding(config.keys.clone(), &verifier_config, store.clone(), &p.verifier),
+                None => TokenVerifier::new(config.keys.clone(), &verifier_config, store.clone()),
+            }
+            .with_external_issuers(external),
+        );
         let authorizer = Authorizer::new(verifier.clone(), config.bearer.allow_query_token);
         let upstreams = config
             .upstreams
@@ -137,7 +146,9 @@ impl Gateway {
 
     /// Ready to serve: every upstream has a healthy server, and the revocations are known.
     pub fn is_ready(&self) -> bool {
-        self.upstreams.iter().all(|u| u.is_ready()) && self.store_is_current()
+        self.upstreams.iter().all(|u| u.is_ready())
+            && self.store_is_current()
+            && self.verifier.external_issuers().is_none_or(|e| e.is_ready())
     }
 
     /// The store answers and this replica's revocation list is current.
@@ -147,6 +158,9 @@ impl Gateway {
 
     /// Refreshes the gauges computed on demand (called before each scrape).
     pub fn refresh_gauges(&self) {
+        for issuer in self.verifier.external_issuers().map(|e| e.all()).unwrap_or_default() {
+            issuer.refresh_gauges();
+        }
         let revocations = self.store.revocations();
         self.metrics
             .revocation_mirror_entries

@@ -11,6 +11,7 @@ pub mod config;
 pub mod downstream;
 pub mod gateway;
 pub mod ids;
+pub mod issuers;
 pub mod json;
 pub mod keys;
 pub mod logging;

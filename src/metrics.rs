@@ -37,6 +37,11 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     partner_requests: IntCounterVec,
     partner_response_bytes: IntCounterVec,
+    /// External issuers' key sets and introspection (`issuers:`), by issuer.
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwks_age: prometheus::GaugeVec,
+    pub introspections: IntCounterVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -352,6 +357,31 @@ impl Metrics {
             "Response body bytes sent for requests with a token, by the token's partner (configured name, or other).",
             &["partner"],
         );
+        let jwks_fetches = counter_vec(
+            "oada_gateway_jwks_fetches_total",
+            "Key-set fetches of external issuers, by issuer and result (ok, error).",
+            &["issuer", "result"],
+        );
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("oada_gateway_jwks_keys", "Keys in use of each external issuer."),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(jwks_keys.clone())).expect("unique metric");
+        let jwks_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "oada_gateway_jwks_age_seconds",
+                "Age of the key set in use of each external issuer (since its last successful fetch).",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(jwks_age.clone())).expect("unique metric");
+        let introspections = counter_vec(
+            "oada_gateway_introspections_total",
+            "Introspection calls to external issuers for opaque tokens, by issuer and result (active, inactive, error).",
+            &["issuer", "result"],
+        );
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -385,6 +415,10 @@ impl Metrics {
             config_reloads,
             partner_requests,
             partner_response_bytes,
+            jwks_fetches,
+            jwks_keys,
+            jwks_age,
+            introspections,
         }
     }
 

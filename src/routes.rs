@@ -63,6 +63,8 @@ pub struct Route {
     pub upstream: usize,
     /// Forward the client's `Authorization` header upstream (removed by default).
     pub forward_authorization: bool,
+    /// The issuers (`iss`) whose tokens the route accepts; `None`: every configured issuer.
+    pub issuers: Option<Box<[Box<str>]>>,
 }
 
 impl Route {
@@ -193,6 +195,7 @@ mod tests {
             auth: RouteAuth::None,
             upstream,
             forward_authorization: false,
+            issuers: None,
         }
     }
 

@@ -34,6 +34,8 @@ pub enum StartError {
     Store(String),
     #[error("cannot set up TLS on {addr}: {reason}")]
     Tls { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Issuer(String),
 }
 
 /// Bytes Pingora buffers of each client connection's reads.
@@ -227,6 +229,13 @@ pub fn run(config: Config, mode: StartMode) -> Result<(), StartError> {
     let file = config.file.clone();
     let (shared, store_task) = Shared::open(config).map_err(StartError::Store)?;
     let gateway = shared.current();
+    if let Some(external) = gateway.verifier.external_issuers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Store(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(external.fetch_all()).map_err(StartError::Issuer)?;
+    }
     let cfg = &gateway.config;
 
     let conf = ServerConf {
@@ -285,6 +294,7 @@ pub fn run(config: Config, mode: StartMode) -> Result<(), StartError> {
     server.add_service(admin);
     server.add_service(background_service("health checks", HealthSupervisor::new(shared.clone())));
     server.add_service(background_service("reload on SIGHUP", ReloadOnHangup(reloader)));
+    server.add_service(background_service("issuer keys", crate::issuers::KeyRefresher::new(shared.clone())));
     server.add_service(background_service(
         "drain",
         Drain {

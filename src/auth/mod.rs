@@ -6,6 +6,7 @@ pub mod verifier;
 
 use crate::reply::{quoted, Reply};
 use crate::routes::ScopeRequirement;
+use crate::issuers::IssuerUnavailable;
 use bearer::BearerError;
 use http::{HeaderMap, Method};
 use verifier::{TokenRejection, TokenVerifier, Verified, VerifyError};
@@ -17,8 +18,8 @@ pub enum Denial {
     InvalidRequest(&'static str),
     InvalidToken(TokenRejection),
     InsufficientScope { needed: String },
-    /// The revocation list could not be consulted.
-    Unavailable,
+    /// The revocation list or the token's issuer could not be consulted; the reason.
+    Unavailable(&'static str),
 }
 
 impl Denial {
@@ -31,7 +32,7 @@ impl Denial {
             Denial::InvalidToken(TokenRejection::Revoked) => "revoked_token",
             Denial::InvalidToken(_) => "invalid_token",
             Denial::InsufficientScope { .. } => "insufficient_scope",
-            Denial::Unavailable => "unavailable",
+            Denial::Unavailable(_) => "unavailable",
         }
     }
 
@@ -59,8 +60,7 @@ impl Denial {
                     format!("{}, scope={}", challenge("insufficient_scope", &description), quoted(needed)),
                 )
             }
-            Denial::Unavailable => Reply::error(503, "temporarily_unavailable", "token revocation status could not be checked; retry shortly")
-                .with_header("Retry-After", "1"),
+            Denial::Unavailable(why) => Reply::error(503, "temporarily_unavailable", *why).with_header("Retry-After", "1"),
         }
     }
 }
@@ -94,6 +94,7 @@ impl Authorizer {
         query: Option<&str>,
         method: &Method,
         requirement: &ScopeRequirement,
+        issuers: Option<&[Box<str>]>,
         now: u64,
     ) -> Result<Verified, Denial> {
         let token = bearer::extract(headers, query, self.allow_query_token).map_err(|e| match e {
@@ -102,8 +103,20 @@ impl Authorizer {
         })?;
         let verified = self.verifier.verify(&token, now).await.map_err(|e| match e {
             VerifyError::Rejected(why) => Denial::InvalidToken(why),
-            VerifyError::Store(_) => Denial::Unavailable,
+            VerifyError::Store(_) => Denial::Unavailable("token revocation status could not be checked; retry shortly"),
+            VerifyError::Issuer(IssuerUnavailable::NoKeys) => {
+                Denial::Unavailable("the keys of the token's issuer are not available; retry shortly")
+            }
+            VerifyError::Issuer(IssuerUnavailable::Introspection) => {
+                Denial::Unavailable("the token's issuer cannot be asked about it now; retry shortly")
+            }
         })?;
+        if let Some(accepted) = issuers {
+            let issuer = verified.token.grant.issuer.as_deref().unwrap_or(self.verifier.issuer());
+            if !accepted.iter().any(|a| **a == *issuer) {
+                return Err(Denial::InvalidToken(TokenRejection::IssuerNotAccepted));
+            }
+        }
         if !requirement.is_met_by(&verified.token.grant.scopes, method) {
             return Err(Denial::InsufficientScope {
                 needed: requirement.describe(method),

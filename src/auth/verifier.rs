@@ -12,6 +12,7 @@
 use super::bearer::MAX_TOKEN_LEN;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use crate::issuers::{ExternalGrant, ExternalIssuers};
 use crate::keys::KeyRing;
 use crate::scope::ScopeSet;
 use crate::store::{RevocationList, Revoked, Store, StoreError};
@@ -44,6 +45,8 @@ pub struct Grant {
     pub partner: Option<PartnerOf>,
     /// `X-OADA-Partner`: the partner's name or the software's id.
     pub partner_header: Option<HeaderValue>,
+    /// The external issuer (`issuers[].issuer`) of the token; `None`: the gateway's own.
+    pub issuer: Option<Box<str>>,
 }
 
 /// The party behind a token's client, from the token's claims.
@@ -70,24 +73,24 @@ pub struct ValidToken {
     /// Unix time after which the token is refused (`exp` + leeway).
     pub valid_until: u64,
     pub grant: Arc<Grant>,
-    /// Revocation-list hashes of its `jti` and (if any) its grant id.
+    /// Revocation-list hashes of its `jti` and (if any) its grant id; the first
+    /// `revocation_key_count` count (none for other issuers' tokens).
     revocation_keys: [u64; 2],
-    has_grant_id: bool,
+    revocation_key_count: u8,
     /// The revocation-list epoch the token was last checked at.
     checked_epoch: u64,
-    /// The signing key that verified it ([`key_fingerprint`]).
+    /// The signing key that verified it ([`key_fingerprint`]), or for another issuer's token
+    /// that issuer's fingerprint.
     key: u64,
+    /// Issued by an external issuer (`issuers:`).
+    external: bool,
     /// The generation of the verifier (one per loaded config) that last found it valid.
     generation: u64,
 }
 
 impl ValidToken {
     fn revocation_keys(&self) -> &[u64] {
-        if self.has_grant_id {
-            &self.revocation_keys
-        } else {
-            &self.revocation_keys[..1]
-        }
+        &self.revocation_keys[..usize::from(self.revocation_key_count)]
     }
 }
 
@@ -109,6 +112,12 @@ pub enum TokenRejection {
     Revoked,
     /// The token names a partner the current config does not have (removed since).
     UnknownPartner,
+    /// Its issuer's introspection endpoint says it is not active.
+    Inactive,
+    /// Issued by an external issuer the current config no longer lists.
+    UnknownIssuer,
+    /// The route does not accept tokens of its issuer (`routes[].issuers`).
+    IssuerNotAccepted,
 }
 
 impl TokenRejection {
@@ -116,7 +125,7 @@ impl TokenRejection {
     pub fn description(self) -> &'static str {
         match self {
             TokenRejection::Malformed => "the access token is not a well-formed JWT",
-            TokenRejection::UnknownKey => "the access token was not signed by a key of this gateway",
+            TokenRejection::UnknownKey => "the access token was not signed by a key of its issuer",
             TokenRejection::WrongAlgorithm => "the access token's algorithm is not the one of its key",
             TokenRejection::BadSignature => "the access token's signature is invalid",
             TokenRejection::WrongType => "the token is not an access token (typ must be at+jwt)",
@@ -129,6 +138,9 @@ impl TokenRejection {
             TokenRejection::Expired => "the access token expired",
             TokenRejection::Revoked => "the access token was revoked",
             TokenRejection::UnknownPartner => "the access token was issued to a partner that is no longer configured",
+            TokenRejection::Inactive => "the access token is not active",
+            TokenRejection::UnknownIssuer => "the access token was issued by an issuer that is no longer configured",
+            TokenRejection::IssuerNotAccepted => "this resource does not accept access tokens of this issuer",
         }
     }
 
@@ -152,6 +164,10 @@ pub enum VerifyError {
     /// The revocation list could not be read; the token is refused (fail closed).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The token's external issuer cannot be consulted (no keys, introspection down): refused
+    /// for now (fail closed).
+    #[error(transparent)]
+    Issuer(#[from] crate::issuers::IssuerUnavailable),
 }
 
 /// A successful verification.
@@ -315,6 +331,10 @@ pub struct TokenVerifier {
     caches: Arc<TokenCaches>,
     store: Arc<dyn Store>,
     revocations: Arc<RevocationList>,
+    /// The gateway's own `iss`.
+    issuer: Box<str>,
+    /// External issuers whose tokens are accepted too (`issuers:`); `None`: none configured.
+    external: Option<Arc<ExternalIssuers>>,
 }
 
 impl TokenVerifier {
@@ -373,12 +393,35 @@ impl TokenVerifier {
             caches,
             revocations: store.revocations(),
             store,
+            issuer: config.issuer.clone().into_boxed_str(),
+            external: None,
         }
+    }
+
+    /// Accepts the tokens of `issuers` too.
+    pub fn with_external_issuers(mut self, issuers: Arc<ExternalIssuers>) -> Self {
+        self.external = (!issuers.is_empty()).then_some(issuers);
+        self
+    }
+
+    /// The gateway's own `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn external_issuers(&self) -> Option<&Arc<ExternalIssuers>> {
+        self.external.as_ref()
     }
 
     /// Does this verifier's config still accept a token found valid under an earlier one: its
     /// key is still configured, and so is its partner?
     fn still_accepts(&self, valid: &ValidToken) -> Result<(), TokenRejection> {
+        if valid.external {
+            return match &self.external {
+                Some(external) if external.has_fingerprint(valid.key) => Ok(()),
+                _ => Err(TokenRejection::UnknownIssuer),
+            };
+        }
         if !self.fingerprints.contains(&valid.key) {
             return Err(TokenRejection::UnknownKey);
         }
@@ -431,9 +474,116 @@ impl TokenVerifier {
         caches.negative.get(&key).map(Err)
     }
 
-    /// Verifies `token` at Unix time `now`, from the cache when possible.
+    /// Verifies `token` at Unix time `now`, from the cache when possible: the gateway's own
+    /// tokens, and with `issuers:` other issuers' JWTs (routed by `iss`) and opaque tokens
+    /// (introspected).
     pub async fn verify(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
-        self.verify_now(token, now)
+        let Some(external) = &self.external else {
+            return self.verify_now(token, now);
+        };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::Rejected(TokenRejection::Malformed));
+        }
+        if token.bytes().filter(|b| *b == b'.').count() != 2 {
+            return self.verify_opaque(external, token, now).await;
+        }
+        let key = self.key_of(token);
+        match self.lookup(key, now) {
+            // other issuers' tokens do not depend on the revocation list
+            Some(Ok(valid)) if valid.external => return Ok(Verified { token: valid, cached: true }),
+            Some(_) => return self.verify_now(token, now),
+            None => {}
+        }
+        match crate::issuers::peek_issuer(token) {
+            Some(iss) if *iss != *self.issuer => match external.find(&iss) {
+                Some(issuer) => {
+                    let outcome = issuer.verify_jwt(token, self.leeway, now).await?;
+                    self.settle_external(issuer, key, outcome)
+                }
+                None => {
+                    self.caches.negative.insert(key, TokenRejection::WrongIssuer);
+                    Err(VerifyError::Rejected(TokenRejection::WrongIssuer))
+                }
+            },
+            _ => self.verify_now(token, now),
+        }
+    }
+
+    /// An opaque token: from the cache under each introspecting issuer's key, else asked of
+    /// each in turn until one says it is active. Every answer is cached under the issuer's key
+    /// (the token and the issuer), active ones until they end or `cache_max`, inactive ones for
+    /// `inactive_cache`. An issuer that cannot answer makes the token 503, unless another
+    /// issuer vouches for it.
+    async fn verify_opaque(&self, external: &ExternalIssuers, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        let base = self.key_of(token);
+        let mut refusal = None;
+        let mut unanswered = Vec::new();
+        for issuer in external.introspecting() {
+            match self.lookup(base ^ issuer.salt, now) {
+                Some(Ok(valid)) => return Ok(Verified { token: valid, cached: true }),
+                Some(Err(rejection)) => refusal = Some(rejection),
+                None => unanswered.push(issuer),
+            }
+        }
+        let mut unavailable = None;
+        for issuer in unanswered {
+            match issuer.introspect(token, self.leeway, now).await {
+                Ok(Ok(grant)) => return self.settle_external(issuer, base ^ issuer.salt, Ok(grant)),
+                Ok(Err(rejection)) => {
+                    let ttl = issuer.config.introspection.as_ref().map(|i| i.inactive_cache);
+                    self.remember_inactive(base ^ issuer.salt, rejection, ttl);
+                    refusal = Some(rejection);
+                }
+                Err(e) => unavailable = Some(e),
+            }
+        }
+        if let Some(e) = unavailable {
+            return Err(VerifyError::Issuer(e));
+        }
+        Err(VerifyError::Rejected(refusal.unwrap_or(TokenRejection::Malformed)))
+    }
+
+    /// Refusals of introspected tokens are kept for the issuer's `inactive_cache` (at most the
+    /// negative cache's own time to live).
+    fn remember_inactive(&self, key: TokenKey, rejection: TokenRejection, ttl: Option<Duration>) {
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return;
+        }
+        self.caches.negative.insert(key, rejection);
+    }
+
+    /// Caches the outcome of checking another issuer's token and answers with it.
+    fn settle_external(
+        &self,
+        issuer: &crate::issuers::ExternalIssuer,
+        key: TokenKey,
+        outcome: Result<ExternalGrant, TokenRejection>,
+    ) -> Result<Verified, VerifyError> {
+        let valid = outcome.and_then(|g| {
+            let grant = self.grant(g.client_id, g.user, g.scope, None, Some(issuer.name()))?;
+            Ok(ValidToken {
+                valid_until: g.valid_until,
+                grant,
+                revocation_keys: [0, 0],
+                revocation_key_count: 0,
+                checked_epoch: self.revocations.epoch(),
+                key: issuer.fingerprint,
+                external: true,
+                generation: self.generation,
+            })
+        });
+        match valid {
+            Ok(valid) => {
+                self.caches.cache.insert(key, valid.clone());
+                Ok(Verified { token: valid, cached: false })
+            }
+            Err(rejection) => {
+                if rejection.worth_caching() {
+                    self.caches.negative.insert(key, rejection);
+                }
+                Err(VerifyError::Rejected(rejection))
+            }
+        }
     }
 
     /// [`Self::verify`] without an `await`: nothing on the way needs one.
@@ -554,15 +704,16 @@ impl TokenVerifier {
             (None, None) => None,
         };
         self.partner_known(partner.as_ref())?;
-        let grant = self.grant(client_id, user, scope, partner)?;
+        let grant = self.grant(client_id, user, scope, partner, None)?;
         let grant_hash = claims.grant_id.as_deref().map(|g| self.revocations.hash(Revoked::Grant(g)));
         Ok(ValidToken {
             valid_until,
             grant,
             revocation_keys: [self.revocations.hash(Revoked::Token(&jti)), grant_hash.unwrap_or(0)],
-            has_grant_id: grant_hash.is_some(),
+            revocation_key_count: if grant_hash.is_some() { 2 } else { 1 },
             checked_epoch: 0,
             key: self.fingerprints[key_index],
+            external: false,
             generation: self.generation,
         })
     }
@@ -593,13 +744,24 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    fn grant(&self, client_id: String, user: Option<String>, scope: String, partner: Option<PartnerOf>) -> Result<Arc<Grant>, TokenRejection> {
+    fn grant(
+        &self,
+        client_id: String,
+        user: Option<String>,
+        scope: String,
+        partner: Option<PartnerOf>,
+        issuer: Option<&str>,
+    ) -> Result<Arc<Grant>, TokenRejection> {
         let (kind, name) = match &partner {
             Some(PartnerOf::Configured(n)) => ("p", &**n),
             Some(PartnerOf::Software(n)) => ("s", &**n),
             None => ("", ""),
         };
-        let key = format!("{client_id}\n{}\n{scope}\n{kind}{name}", user.as_deref().unwrap_or(""));
+        let key = format!(
+            "{client_id}\n{}\n{scope}\n{kind}{name}\n{}",
+            user.as_deref().unwrap_or(""),
+            issuer.unwrap_or("")
+        );
         let grants = &self.caches.grants;
         if let Some(g) = grants.get(&key) {
             return Ok(g);
@@ -615,6 +777,7 @@ impl TokenVerifier {
             user_id: user.map(String::into_boxed_str),
             scopes,
             partner,
+            issuer: issuer.map(Into::into),
         });
         grants.insert(key, grant.clone());
         Ok(grant)

@@ -58,6 +58,82 @@ pub struct Config {
     /// Request quotas per partner and period (`quotas:`).
     pub quotas: Vec<QuotaRule>,
     pub tracing: TracingConfig,
+    /// External authorization servers whose tokens the proxy accepts (`issuers:`).
+    pub issuers: Vec<ExternalIssuerConfig>,
+}
+
+/// Where an external issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// RFC 8414 / OpenID discovery under the issuer URL, then its `jwks_uri`.
+    Discovery,
+    Url(String),
+    /// A local JWKS file, read with the config (reloaded with it).
+    File(PublicJwkSet),
+}
+
+/// Which claim of an external token carries its scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeClaim {
+    /// `scope`: a space-separated string (RFC 9068, RFC 8693).
+    Scope,
+    /// `scp`: an array of strings (Azure AD, Okta).
+    Scp,
+    /// Either; both are merged when present.
+    Both,
+}
+
+/// What the gateway does at start-up without an issuer's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerStartup {
+    /// Start, report not ready and refuse its tokens (503) until keys arrive.
+    Degraded,
+    /// Refuse to start.
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksCacheConfig {
+    /// Bounds on the refresh interval the issuer's `Cache-Control: max-age` asks for.
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// At most one fetch per issuer within this time for tokens naming an unknown `kid`; such
+    /// `kid`s are remembered as unknown for as long.
+    pub unknown_kid_cooldown: Duration,
+    /// How long the last good keys are used while fetches fail.
+    pub max_stale: Duration,
+    pub timeout: Duration,
+}
+
+/// RFC 7662 introspection for an issuer's opaque tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionConfig {
+    /// `None`: the discovered `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    /// From `client_secret_env`.
+    pub client_secret: EnvSecret,
+    /// Active answers are cached until the token's `exp`, at most this long.
+    pub cache_max: Duration,
+    /// Inactive answers are cached this long.
+    pub inactive_cache: Duration,
+    pub timeout: Duration,
+}
+
+/// An external authorization server (`issuers[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIssuerConfig {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// `None`: the issuer only has opaque tokens (introspection).
+    pub keys: Option<KeySource>,
+    /// Accepted `aud` values (one must be in the token's `aud`).
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub scope_claim: ScopeClaim,
+    pub introspection: Option<IntrospectionConfig>,
+    pub jwks_cache: JwksCacheConfig,
+    pub startup: IssuerStartup,
 }
 
 /// Distributed tracing (`tracing:`).
@@ -241,6 +317,19 @@ impl std::fmt::Debug for ClientSecret {
             ClientSecret::Plain { env_var, .. } => write!(f, "ClientSecret::Plain(from ${env_var})"),
             ClientSecret::Argon2 { .. } => f.write_str("ClientSecret::Argon2(..)"),
         }
+    }
+}
+
+/// A secret read from an environment variable; `Debug` names the variable, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvSecret {
+    pub env_var: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for EnvSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvSecret(from ${})", self.env_var)
     }
 }
 

@@ -52,6 +52,66 @@ pub struct RawConfig {
     pub quotas: Vec<RawQuota>,
     #[serde(default)]
     pub tracing: RawTracing,
+    #[serde(default)]
+    pub issuers: Vec<RawIssuer>,
+}
+
+/// An external authorization server whose access tokens the proxy accepts (`issuers[]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    #[serde(default)]
+    pub discovery: bool,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub scope_claim: Option<String>,
+    #[serde(default)]
+    pub introspection: Option<RawIntrospection>,
+    #[serde(default)]
+    pub jwks_cache: RawJwksCache,
+    #[serde(default)]
+    pub startup: Option<String>,
+}
+
+/// RFC 7662 introspection of an issuer's opaque tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// Omitted with `discovery: true`: the discovered `introspection_endpoint`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret_env: String,
+    #[serde(default)]
+    pub cache_max: Option<ConfigDuration>,
+    #[serde(default)]
+    pub inactive_cache: Option<ConfigDuration>,
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksCache {
+    #[serde(default)]
+    pub min_refresh: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_refresh: Option<ConfigDuration>,
+    #[serde(default)]
+    pub unknown_kid_cooldown: Option<ConfigDuration>,
+    #[serde(default)]
+    pub max_stale: Option<ConfigDuration>,
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
 }
 
 /// Distributed tracing.
@@ -223,6 +283,10 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub forward_authorization: bool,
+    /// Issuers whose tokens the route accepts (`iss` values; the gateway's own `issuer` among
+    /// them); omitted: every configured issuer.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -302,7 +302,7 @@ impl ProxyHttp for Proxy {
         let decision = ctx
             .gw
             .authorizer
-            .authorize(&req.headers, req.uri.query(), &method, requirement, unix_now())
+            .authorize(&req.headers, req.uri.query(), &method, requirement, route.issuers.as_deref(), unix_now())
             .await;
         if let (Some(step), Err(denial)) = (&step, &decision) {
             step.fail(denial.metric_label());

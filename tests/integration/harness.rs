@@ -939,3 +939,218 @@ impl Load {
         result
     }
 }
+
+/// A real external OAuth authorization server: panva's `oidc-provider` (npm), run by
+/// `tests/interop/node/oidc_issuer.mjs` on a free loopback port. It issues client_credentials
+/// tokens to `partner` (the default scopes) and `other` (`weather.stations:read` only): a JWT
+/// (`typ` `at+jwt`, `aud` the resource) when the request names the resource, an opaque token
+/// otherwise, which the `gateway` client may introspect. Its `/test/…` endpoints count requests
+/// and take the JWKS or introspection endpoint down, rotate the signing key, and revoke tokens, so
+/// the gateway's handling of an issuer it does not control is tested against a real one.
+/// Its stdin stays open while this lives (the program exits at EOF, so it never outlives a
+/// crashed test); dropping this kills it.
+#[allow(dead_code)] // a toolkit: not every test reads every field or calls every helper
+pub struct OidcIssuer {
+    /// `http://127.0.0.1:PORT`, also the `iss` of its tokens.
+    pub issuer: String,
+    pub port: u16,
+    /// The resource (`aud` of its JWTs).
+    pub resource: String,
+    pub jwks_uri: String,
+    pub introspection_endpoint: String,
+    pub gateway_client_id: String,
+    pub gateway_client_secret: String,
+    /// The signing key's id at start; [`OidcIssuer::rotate`] answers the new one.
+    pub kid: String,
+    child: Option<Child>,
+    /// Kept open: the program exits when its stdin closes.
+    _stdin: Option<std::process::ChildStdin>,
+    /// Kept open so that nothing it writes later fails with a broken pipe.
+    _stdout: Option<std::io::BufReader<std::process::ChildStdout>>,
+    stderr: tempfile::NamedTempFile,
+    http: reqwest::Client,
+}
+
+#[allow(dead_code)]
+impl OidcIssuer {
+    /// Default scopes `weather.observations:read weather.stations:read`, resource
+    /// `https://api.grounddata.example`, tokens valid 5 minutes; `alg` is `ES256` or `RS256`.
+    pub async fn start(alg: &str) -> OidcIssuer {
+        Self::start_with(serde_json::json!({ "alg": alg })).await
+    }
+
+    /// With a config for the program (keys: port, resource, alg, scopes, other_scopes,
+    /// access_token_ttl, clients); unset keys take the defaults of [`OidcIssuer::start`].
+    pub async fn start_with(mut config: serde_json::Value) -> OidcIssuer {
+        use std::io::BufRead;
+        crate::interop::ensure_clients();
+        let defaults = serde_json::json!({
+            "port": 0,
+            "alg": "ES256",
+            "resource": "https://api.grounddata.example",
+            "scopes": "weather.observations:read weather.stations:read",
+            "access_token_ttl": 300,
+        });
+        for (k, v) in defaults.as_object().unwrap() {
+            config.as_object_mut().expect("the issuer config is a JSON object").entry(k.clone()).or_insert(v.clone());
+        }
+        let stderr = tempfile::NamedTempFile::new().expect("a temporary file for the issuer's stderr");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/oidc_issuer.mjs");
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(config.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr.reopen().expect("reopen the issuer's stderr file")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+        let stdin = child.stdin.take();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Read the one JSON line on a blocking thread; on a timeout the child is killed, which
+        // ends that read.
+        let pid = child.id();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line);
+            (stdout, line, n)
+        });
+        let started = match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(joined) => joined.expect("the issuer's stdout reader"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "oidc_issuer.mjs (pid {pid}) printed nothing within 30s; stderr:\n{}",
+                    std::fs::read_to_string(stderr.path()).unwrap_or_default()
+                );
+            }
+        };
+        let (stdout, line, read_result) = started;
+        let info: serde_json::Value = match (read_result, serde_json::from_str::<serde_json::Value>(&line)) {
+            (Ok(_), Ok(info)) => info,
+            (read_result, parsed) => {
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                panic!(
+                    "oidc_issuer.mjs did not start ({status}; read {read_result:?}, parse {:?}); stdout: {line:?}; stderr:\n{}",
+                    parsed.err(),
+                    std::fs::read_to_string(stderr.path()).unwrap_or_default()
+                );
+            }
+        };
+        let field = |name: &str| {
+            info[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("oidc_issuer.mjs printed no {name}: {info}"))
+                .to_string()
+        };
+        OidcIssuer {
+            issuer: field("issuer"),
+            port: info["port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("oidc_issuer.mjs printed no port"),
+            resource: field("resource"),
+            jwks_uri: field("jwks_uri"),
+            introspection_endpoint: field("introspection_endpoint"),
+            gateway_client_id: field("gateway_client_id"),
+            gateway_client_secret: field("gateway_client_secret"),
+            kid: field("kid"),
+            child: Some(child),
+            _stdin: stdin,
+            _stdout: Some(stdout),
+            stderr,
+            http: client(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// What the program wrote to stderr so far (its errors).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// POSTs to one of its `/test/…` endpoints; panics unless it answers 200 with JSON.
+    async fn control(&self, path_and_query: &str, form: &[(&str, &str)]) -> serde_json::Value {
+        let response = self
+            .http
+            .post(self.url(path_and_query))
+            .form(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path_and_query} to the issuer: {e}; stderr:\n{}", self.logs()));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status == 200, "POST {path_and_query} to the issuer: {status} {body}; stderr:\n{}", self.logs());
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {path_and_query}: no JSON ({e}): {body}"))
+    }
+
+    /// The token endpoint's answer to a client_credentials request of `client` (`partner` or
+    /// `other`) for all of its scopes; with the resource (a JWT) or without (an opaque token).
+    pub async fn token_response(&self, client: &str, resource: bool) -> serde_json::Value {
+        self.control(&format!("/test/token?client={client}&resource={}", u8::from(resource)), &[]).await
+    }
+
+    /// A JWT access token for `client`, audience the resource.
+    pub async fn jwt_token(&self, client: &str) -> String {
+        let response = self.token_response(client, true).await;
+        response["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {response}")).to_string()
+    }
+
+    /// An opaque access token for `client` (only introspection tells what it is).
+    pub async fn opaque_token(&self, client: &str) -> String {
+        let response = self.token_response(client, false).await;
+        response["access_token"].as_str().unwrap_or_else(|| panic!("no access_token: {response}")).to_string()
+    }
+
+    /// `{"jwks": N, "introspection": N, "discovery": N}`: requests that reached those endpoints
+    /// (those answered 503 by the knobs included).
+    pub async fn counts(&self) -> serde_json::Value {
+        let response = self
+            .http
+            .get(self.url("/test/counts"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /test/counts: {e}; stderr:\n{}", self.logs()));
+        response.json().await.expect("the issuer's counts")
+    }
+
+    /// A new signing key replaces the old one (the JWKS then lists only the new one); answers
+    /// its kid. Opaque tokens issued before still introspect.
+    pub async fn rotate(&self) -> String {
+        let answer = self.control("/test/rotate", &[]).await;
+        answer["kid"].as_str().unwrap_or_else(|| panic!("no kid: {answer}")).to_string()
+    }
+
+    /// While down, the JWKS endpoint answers 503.
+    pub async fn set_jwks_down(&self, down: bool) {
+        self.control(&format!("/test/jwks?down={}", u8::from(down)), &[]).await;
+    }
+
+    /// While down, the introspection endpoint answers 503.
+    pub async fn set_introspection_down(&self, down: bool) {
+        self.control(&format!("/test/introspection?down={}", u8::from(down)), &[]).await;
+    }
+
+    /// Revokes `token` at the issuer (as the client it was issued to): introspection then says
+    /// `active: false`. A JWT stays valid by its signature.
+    pub async fn revoke(&self, token: &str) {
+        self.control("/test/revoke", &[("token", token)]).await;
+    }
+}
+
+impl Drop for OidcIssuer {
+    fn drop(&mut self) {
+        self._stdin.take();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let logs = self.logs();
+            if !logs.is_empty() {
+                eprintln!("--- oidc issuer stderr ---\n{logs}");
+            }
+        }
+    }
+}

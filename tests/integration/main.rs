@@ -4,6 +4,7 @@ mod attacks;
 mod browser;
 mod config_check;
 mod distributed_tracing;
+mod external_issuers;
 mod harness;
 mod interop;
 mod lifecycle;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party clients the interop tests run: Python authlib and selenium (in a venv
-# under target/), Node openid-client and @oada/certs (tests/interop/node/node_modules). The browser
+# under target/), Node openid-client, @oada/certs and oidc-provider (the external authorization server
+# of the external-issuer tests; tests/interop/node/node_modules). The browser
 # tests also need Debian's chromium and chromium-driver (.ci/run installs them). Idempotent and
 # quick when already installed; run by .ci/run and, when needed, by the tests themselves.
 set -euo pipefail
@@ -13,7 +14,8 @@ if ! "$venv/bin/python" -c 'import authlib, requests, selenium' 2>/dev/null; the
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 fi
 
-if [ ! -d "$here/node/node_modules/openid-client" ] || [ ! -d "$here/node/node_modules/@oada/certs" ]; then
+if [ ! -d "$here/node/node_modules/openid-client" ] || [ ! -d "$here/node/node_modules/@oada/certs" ] \
+  || [ ! -d "$here/node/node_modules/oidc-provider" ]; then
   (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "interop clients ready: $("$venv/bin/python" -c 'import authlib; print("authlib", authlib.__version__)'), node $(node --version)"

@@ -2,6 +2,7 @@
 //! section with enough rules of its own has a file here.
 
 mod authorization;
+mod issuers;
 pub(crate) mod clients;
 mod rate_limits;
 mod sections;
@@ -172,7 +173,8 @@ impl Builder {
             .as_ref()
             .map(|s| self.software_statements(s));
         let upstreams = self.upstreams(&raw.upstreams);
-        let routes = self.routes(&raw.routes, &upstreams, issuer.as_ref());
+        let issuers = self.issuers(&raw.issuers, issuer.as_ref().map(|i| i.as_str()));
+        let routes = self.routes(&raw.routes, &upstreams, issuer.as_ref(), &issuers);
         let cache = self.cache(&raw.cache);
         let registration = RegistrationConfig {
             lifetime: secs(raw.registration.lifetime, Duration::from_secs(24 * 3600)),
@@ -249,6 +251,7 @@ impl Builder {
             rate_limits,
             quotas,
             tracing,
+            issuers,
         })
     }
 
@@ -643,7 +646,13 @@ impl Builder {
         hc
     }
 
-    fn routes(&mut self, raw: &[RawRoute], upstreams: &[UpstreamConfig], issuer: Option<&Issuer>) -> RouteTable {
+    fn routes(
+        &mut self,
+        raw: &[RawRoute],
+        upstreams: &[UpstreamConfig],
+        issuer: Option<&Issuer>,
+        external: &[ExternalIssuerConfig],
+    ) -> RouteTable {
         let mut routes: Vec<Route> = Vec::new();
         let hosted: Vec<String> = issuer
             .map(|i| paths::hosted_paths(i))
@@ -735,8 +744,29 @@ impl Builder {
                 );
                 continue;
             };
+            let issuers = r.issuers.as_ref().map(|list| {
+                if list.is_empty() {
+                    self.diag.error(format!("{key}.issuers"), "list at least one issuer, or omit the key for every issuer");
+                }
+                if matches!(auth, RouteAuth::None) {
+                    self.diag.error(format!("{key}.issuers"), "a route with auth: none checks no token");
+                }
+                for (j, iss) in list.iter().enumerate() {
+                    let own = issuer.is_some_and(|i| i.as_str() == iss);
+                    if !own && !external.iter().any(|e| e.issuer == *iss) {
+                        let mut known: Vec<&str> = issuer.map(|i| i.as_str()).into_iter().collect();
+                        known.extend(external.iter().map(|e| e.issuer.as_str()));
+                        self.diag.error(
+                            format!("{key}.issuers[{j}]"),
+                            format!("`{iss}` is neither the gateway's issuer nor in issuers[]; known: {}", known.join(", ")),
+                        );
+                    }
+                }
+                list.iter().map(|i| i.clone().into_boxed_str()).collect()
+            });
             let route = Route {
                 id: 0,
+                issuers,
                 name: r.name.clone().unwrap_or_else(|| prefix.clone()),
                 prefix,
                 methods,

@@ -30,6 +30,7 @@ const KNOWN: &[&str] = &[
     "rate_limits",
     "quotas",
     "tracing",
+    "issuers",
 ];
 
 struct Reader<'a> {
@@ -159,5 +160,6 @@ pub(super) fn parse(tree: Value, errors: &mut Vec<(String, String)>, failed: &mu
         rate_limits: r.list("rate_limits", false),
         quotas: r.list("quotas", false),
         tracing: r.optional("tracing"),
+        issuers: r.list("issuers", false),
     })
 }
