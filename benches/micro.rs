@@ -211,6 +211,7 @@ fn token_issuance(c: &mut Criterion) {
                         body: body.into(),
                         now: unix_now(),
                         client_ip: None,
+                        trace: None,
                     };
                     let reply = ready(server.handle(Endpoint::Token, &request));
                     assert_eq!(reply.status, 200);
