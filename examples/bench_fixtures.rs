@@ -4,6 +4,7 @@
 //!
 //!   cargo run --release --example bench_fixtures -- keys DIR
 //!   cargo run --release --example bench_fixtures -- tokens KEY.pem ALG ISSUER COUNT OUT
+//!   cargo run --release --example bench_fixtures -- jwks KEY.pem ALG OUT
 //!   cargo run --release --example bench_fixtures -- assertions KEY.pem KID CLIENT_ID AUD COUNT OUT
 //!   cargo run --release --example bench_fixtures -- flood KEY.pem ALG ISSUER URL COUNT CONNECTIONS
 
@@ -138,6 +139,13 @@ fn main() {
     match a.as_slice() {
         ["keys", dir] => keys(Path::new(dir)),
         ["tokens", key, alg, iss, count, out] => tokens(key, alg, iss, count.parse().unwrap(), out),
+        ["jwks", key, alg, out] => {
+            // the public key set of `tokens`' signer, for a gateway that takes it as another issuer
+            let pem = std::fs::read(key).expect("read key");
+            let ring = KeyRing::new(vec![SigningKey::from_pem("bench", self::alg(alg), &pem).expect("load key")]);
+            let jwks = ring.jwks();
+            std::fs::write(out, jwks.to_string()).unwrap();
+        }
         ["assertions", key, kid, client_id, aud, count, out] => {
             assertions(key, kid, client_id, aud, count.parse().unwrap(), out)
         }

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "load"))
 import run as load  # noqa: E402
 
 OUT = load.ROOT / "target" / "instructions-bench"
+EXTERNAL = "https://auth.example.com"
 
 
 def client(port, request, count):
@@ -86,11 +87,18 @@ def run_binary(binary, tag, args, work, up, redis_port):
         ("memory", ""),
         ("redis", f"store: {{type: redis, url: 'redis://127.0.0.1:{redis_port}/0'}}"),
         ("ratelimit", ""),
+        ("external", ""),
     )
     for name, store in variants:
         port, admin = load.free_port(), load.free_port()
         conf = work / f"gw-{name}.yaml"
         load.gateway_conf(conf, port, admin, work / "gw-rs256.pem", "RS256", up, issuer="http://127.0.0.1:1", store=store)
+        if name == "external":
+            # the same key as another issuer's: its tokens go through the external-issuer path
+            load.fixtures("jwks", work / "gw-rs256.pem", "RS256", work / "external-jwks.json")
+            load.fixtures("tokens", work / "gw-rs256.pem", "RS256", EXTERNAL, 1, work / "external-tokens.txt")
+            with conf.open("a") as f:
+                f.write(f"issuers:\n  - {{issuer: '{EXTERNAL}', jwks_file: '{work / 'external-jwks.json'}', audiences: ['{EXTERNAL}'], algorithms: [RS256]}}\n")
         if name == "ratelimit":
             # one rule every request matches, never reached: the cost of the check itself
             with conf.open("a") as f:
@@ -106,8 +114,11 @@ def run_binary(binary, tag, args, work, up, redis_port):
             targets.append(("token + scope", "/observations", f"Authorization: Bearer {token}\r\n"))
         elif name == "redis":
             targets = [("token + scope, store: redis", "/observations", f"Authorization: Bearer {token}\r\n")]
-        else:
+        elif name == "ratelimit":
             targets = [("token + scope, 1 rate limit", "/observations", f"Authorization: Bearer {token}\r\n")]
+        else:
+            external = (work / "external-tokens.txt").read_text().splitlines()[0]
+            targets = [("external issuer's token", "/observations", f"Authorization: Bearer {external}\r\n")]
         for label, path, auth in targets:
             request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
             if name != "memory" and subprocess.run([str(binary), "check", "--config", str(conf)], capture_output=True).returncode != 0:

@@ -491,7 +491,7 @@ impl TokenVerifier {
         match self.lookup(key, now) {
             // other issuers' tokens do not depend on the revocation list
             Some(Ok(valid)) if valid.external => return Ok(Verified { token: valid, cached: true }),
-            Some(_) => return self.verify_now(token, now),
+            cached @ Some(_) => return self.verify_own(token, key, cached, now),
             None => {}
         }
         match crate::issuers::peek_issuer(token) {
@@ -505,7 +505,7 @@ impl TokenVerifier {
                     Err(VerifyError::Rejected(TokenRejection::WrongIssuer))
                 }
             },
-            _ => self.verify_now(token, now),
+            _ => self.verify_own(token, key, None, now),
         }
     }
 
@@ -593,6 +593,17 @@ impl TokenVerifier {
         }
         let key = self.key_of(token);
         let cached = self.lookup(key, now);
+        self.verify_own(token, key, cached, now)
+    }
+
+    /// A token of the gateway's own, given what the cache said of it.
+    fn verify_own(
+        &self,
+        token: &str,
+        key: TokenKey,
+        cached: Option<Result<ValidToken, TokenRejection>>,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
         if let Some(since) = self.revocations.stale_since() {
             // The revocation list may miss revocations: a cached token is served for a while
             // (store.on_outage: serve_cached), anything else waits for the store.

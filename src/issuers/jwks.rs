@@ -32,7 +32,6 @@ impl LoadedKeys {
         LoadedKeys {
             keys: jwks
                 .iter()
-                .take(MAX_KEYS)
                 .map(|jwk| LoadedKey {
                     decoding: jwk.decoding_key(),
                     jwk: jwk.clone(),

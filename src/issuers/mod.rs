@@ -239,6 +239,9 @@ impl ExternalIssuer {
             };
             let (doc, max_age) = self.get_json(&url).await?;
             let set = PublicJwkSet::from_json(&doc).map_err(|e| format!("{url}: not a usable JWK set: {e}"))?;
+            if set.keys().len() > jwks::MAX_KEYS {
+                return Err(format!("{url}: more than {} keys", jwks::MAX_KEYS));
+            }
             Ok::<_, String>(Some((set, max_age)))
         }
         .await;
