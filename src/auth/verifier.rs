@@ -144,6 +144,20 @@ impl TokenRejection {
         }
     }
 
+    /// The refusal a failed `jsonwebtoken` check means.
+    pub fn of_jwt_error(kind: &ErrorKind) -> TokenRejection {
+        match kind {
+            ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+            ErrorKind::ExpiredSignature => TokenRejection::Expired,
+            ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+            ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
+            ErrorKind::MissingRequiredClaim(_) => TokenRejection::MissingClaim,
+            _ => TokenRejection::Malformed,
+        }
+    }
+
     /// Rejections whose cause cost a signature check: worth remembering for a while.
     fn worth_caching(self) -> bool {
         !matches!(
@@ -572,7 +586,13 @@ impl TokenVerifier {
                 generation: self.generation,
             })
         });
-        match valid {
+        self.remember(key, valid)
+    }
+
+    /// Caches the outcome of a full check under `key` (refusals only when they cost a
+    /// signature check) and answers with it.
+    fn remember(&self, key: TokenKey, outcome: Result<ValidToken, TokenRejection>) -> Result<Verified, VerifyError> {
+        match outcome {
             Ok(valid) => {
                 self.caches.cache.insert(key, valid.clone());
                 Ok(Verified { token: valid, cached: false })
@@ -628,18 +648,7 @@ impl TokenVerifier {
             valid.checked_epoch = epoch;
             Ok(valid)
         });
-        match result {
-            Ok(valid) => {
-                self.caches.cache.insert(key, valid.clone());
-                Ok(Verified { token: valid, cached: false })
-            }
-            Err(rejection) => {
-                if rejection.worth_caching() {
-                    self.caches.negative.insert(key, rejection);
-                }
-                Err(VerifyError::Rejected(rejection))
-            }
-        }
+        self.remember(key, result)
     }
 
     /// Header checks (kid, the key's own algorithm, `typ`), signature and registered claims
@@ -681,16 +690,7 @@ impl TokenVerifier {
         }
         jsonwebtoken::decode::<T>(token, &key.decoding, &self.validations[index])
             .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
-                ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
-                ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
-                ErrorKind::MissingRequiredClaim(_) => TokenRejection::MissingClaim,
-                _ => TokenRejection::Malformed,
-            })
+            .map_err(|e| TokenRejection::of_jwt_error(e.kind()))
     }
 
     /// What a cache miss costs before the revocation check: signature and claim checks. Public

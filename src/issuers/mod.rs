@@ -17,7 +17,6 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Validation;
 use jwks::{KeyLookup, KeySet, LoadedKeys};
 use serde::Deserialize;
@@ -323,18 +322,7 @@ impl ExternalIssuer {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let claims = match jsonwebtoken::decode::<ExternalClaims>(token, &key.decoding, &validation) {
             Ok(data) => data.claims,
-            Err(e) => {
-                return Ok(Err(match e.kind() {
-                    ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                    ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                    ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                    ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
-                    ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
-                    ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
-                    ErrorKind::MissingRequiredClaim(_) => TokenRejection::MissingClaim,
-                    _ => TokenRejection::Malformed,
-                }))
-            }
+            Err(e) => return Ok(Err(TokenRejection::of_jwt_error(e.kind()))),
         };
         if claims.iat.is_some_and(|iat| iat > now + leeway) {
             return Ok(Err(TokenRejection::IssuedInFuture));
