@@ -244,6 +244,22 @@ impl BuildHasher for PrehashedKey {
     }
 }
 
+/// A remembered refusal and how long it is remembered: `cache.negative_ttl`, or an issuer's
+/// `introspection.inactive_cache` for its inactive tokens.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    rejection: TokenRejection,
+    ttl: Duration,
+}
+
+struct ForItsTtl;
+
+impl Expiry<TokenKey, Refusal> for ForItsTtl {
+    fn expire_after_create(&self, _key: &TokenKey, value: &Refusal, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
 struct UntilTokenExpiry;
 
 impl Expiry<TokenKey, ValidToken> for UntilTokenExpiry {
@@ -288,7 +304,7 @@ pub struct TokenCaches {
     settings: CacheSettings,
     hash_key: [u8; 32],
     cache: Cache<TokenKey, ValidToken, PrehashedKey>,
-    negative: Cache<TokenKey, TokenRejection, PrehashedKey>,
+    negative: Cache<TokenKey, Refusal, PrehashedKey>,
     grants: Cache<String, Arc<Grant>>,
 }
 
@@ -304,7 +320,7 @@ impl TokenCaches {
                 .build_with_hasher(PrehashedKey),
             negative: Cache::builder()
                 .max_capacity(settings.negative_max_entries)
-                .time_to_live(settings.negative_ttl.max(Duration::from_millis(1)))
+                .expire_after(ForItsTtl)
                 .build_with_hasher(PrehashedKey),
             grants: Cache::builder()
                 .max_capacity(10_000)
@@ -475,7 +491,7 @@ impl TokenVerifier {
                 };
                 if let Err(rejection) = refusal {
                     caches.cache.invalidate(&key);
-                    caches.negative.insert(key, rejection);
+                    self.refuse(key, rejection);
                     return Some(Err(rejection));
                 }
                 let mut rechecked = valid.clone();
@@ -485,7 +501,7 @@ impl TokenVerifier {
             }
             return Some(Ok(valid));
         }
-        caches.negative.get(&key).map(Err)
+        caches.negative.get(&key).map(|r| Err(r.rejection))
     }
 
     /// Verifies `token` at Unix time `now`, from the cache when possible: the gateway's own
@@ -515,7 +531,7 @@ impl TokenVerifier {
                     self.settle_external(issuer, key, outcome)
                 }
                 None => {
-                    self.caches.negative.insert(key, TokenRejection::WrongIssuer);
+                    self.refuse(key, TokenRejection::WrongIssuer);
                     Err(VerifyError::Rejected(TokenRejection::WrongIssuer))
                 }
             },
@@ -544,8 +560,9 @@ impl TokenVerifier {
             match issuer.introspect(token, self.leeway, now).await {
                 Ok(Ok(grant)) => return self.settle_external(issuer, base ^ issuer.salt, Ok(grant)),
                 Ok(Err(rejection)) => {
-                    let ttl = issuer.config.introspection.as_ref().map(|i| i.inactive_cache);
-                    self.remember_inactive(base ^ issuer.salt, rejection, ttl);
+                    if let Some(introspection) = &issuer.config.introspection {
+                        self.refuse_for(base ^ issuer.salt, rejection, introspection.inactive_cache);
+                    }
                     refusal = Some(rejection);
                 }
                 Err(e) => unavailable = Some(e),
@@ -557,13 +574,16 @@ impl TokenVerifier {
         Err(VerifyError::Rejected(refusal.unwrap_or(TokenRejection::Malformed)))
     }
 
-    /// Refusals of introspected tokens are kept for the issuer's `inactive_cache` (at most the
-    /// negative cache's own time to live).
-    fn remember_inactive(&self, key: TokenKey, rejection: TokenRejection, ttl: Option<Duration>) {
-        if ttl.is_some_and(|t| t.is_zero()) {
-            return;
+    /// Remembers a refusal for `cache.negative_ttl`.
+    fn refuse(&self, key: TokenKey, rejection: TokenRejection) {
+        self.refuse_for(key, rejection, self.caches.settings.negative_ttl);
+    }
+
+    /// Remembers a refusal for `ttl` (nothing for zero).
+    fn refuse_for(&self, key: TokenKey, rejection: TokenRejection, ttl: Duration) {
+        if !ttl.is_zero() {
+            self.caches.negative.insert(key, Refusal { rejection, ttl });
         }
-        self.caches.negative.insert(key, rejection);
     }
 
     /// Caches the outcome of checking another issuer's token and answers with it.
@@ -599,7 +619,7 @@ impl TokenVerifier {
             }
             Err(rejection) => {
                 if rejection.worth_caching() {
-                    self.caches.negative.insert(key, rejection);
+                    self.refuse(key, rejection);
                 }
                 Err(VerifyError::Rejected(rejection))
             }
@@ -800,7 +820,7 @@ impl TokenVerifier {
         self.store.revoke(Revoked::Token(jti), exp.saturating_add(self.leeway)).await?;
         let key = self.key_of(token);
         self.caches.cache.invalidate(&key);
-        self.caches.negative.insert(key, TokenRejection::Revoked);
+        self.refuse(key, TokenRejection::Revoked);
         Ok(())
     }
 
@@ -992,6 +1012,20 @@ mod tests {
         let tampered = String::from_utf8(tampered).unwrap();
         assert_eq!(rejection(v.verify(&tampered, now).await), TokenRejection::BadSignature);
         assert!(matches!(v.lookup(v.key_of(&tampered), now), Some(Err(TokenRejection::BadSignature))));
+    }
+
+    #[test]
+    fn each_refusal_is_remembered_for_its_own_time() {
+        let (v, _, _) = setup(Algorithm::ES256);
+        let now = crate::ids::unix_now();
+        v.refuse_for(1, TokenRejection::Inactive, Duration::from_millis(50));
+        v.refuse(2, TokenRejection::BadSignature);
+        v.refuse_for(3, TokenRejection::Inactive, Duration::ZERO);
+        assert!(matches!(v.lookup(1, now), Some(Err(TokenRejection::Inactive))));
+        assert!(v.lookup(3, now).is_none(), "a zero time remembers nothing");
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(v.lookup(1, now).is_none(), "an inactive answer ends after inactive_cache");
+        assert!(matches!(v.lookup(2, now), Some(Err(TokenRejection::BadSignature))), "negative_ttl is 10 s");
     }
 
     fn config_with(partners: &[&str]) -> VerifierConfig {

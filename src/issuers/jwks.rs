@@ -70,15 +70,6 @@ pub struct KeySet {
     unknown_kids: Cache<String, ()>,
 }
 
-/// What looking up a token's key found.
-pub enum KeyLookup<'a> {
-    Found(&'a LoadedKey),
-    /// The set (fresh enough) has no such key.
-    Unknown,
-    /// No keys yet, or the last good ones are older than `max_stale`.
-    Unavailable,
-}
-
 impl KeySet {
     pub fn new(settings: JwksCacheConfig) -> KeySet {
         KeySet {
@@ -131,14 +122,6 @@ impl KeySet {
 
     pub fn refresh_due(&self) -> bool {
         Instant::now() >= self.schedule.lock().unwrap_or_else(|e| e.into_inner()).next_refresh
-    }
-
-    /// Looks up the key for `kid` in the keys in use.
-    pub fn lookup<'a>(&self, keys: &'a LoadedKeys, kid: Option<&str>) -> KeyLookup<'a> {
-        match keys.find(kid) {
-            Some(key) => KeyLookup::Found(key),
-            None => KeyLookup::Unknown,
-        }
     }
 
     /// Was `kid` still unknown after a fetch within the cooldown? Then a token naming it is

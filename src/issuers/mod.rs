@@ -18,7 +18,7 @@ use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Validation;
-use jwks::{KeyLookup, KeySet, LoadedKeys};
+use jwks::{KeySet, LoadedKeys};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -127,10 +127,10 @@ impl ExternalIssuer {
         self.introspection.is_some()
     }
 
-    /// Keys are fetched from the network (not a file).
+    /// Keys are fetched from the network (not a file). (An introspection endpoint left to
+    /// discovery implies `discovery: true`, hence keys from the discovered `jwks_uri`.)
     pub fn fetches_keys(&self) -> bool {
         matches!(self.config.keys, Some(KeySource::Discovery | KeySource::Url(_)))
-            || (self.introspection.is_some() && self.config.introspection.as_ref().is_some_and(|i| i.endpoint.is_none()))
     }
 
     /// Ready: keys usable (when the issuer has keys) and the endpoints known.
@@ -213,55 +213,46 @@ impl ExternalIssuer {
         Err(format!("discovery failed: {last_error}"))
     }
 
-    fn jwks_url(&self, endpoints: Option<&Endpoints>) -> Result<Option<String>, String> {
+    /// The key set's URL: configured, or from the discovery document (fetched once).
+    async fn jwks_url(&self) -> Result<String, String> {
         match &self.config.keys {
-            Some(KeySource::Url(url)) => Ok(Some(url.clone())),
-            Some(KeySource::Discovery) => endpoints
-                .and_then(|e| e.jwks_uri.clone())
-                .map(Some)
+            Some(KeySource::Url(url)) => Ok(url.clone()),
+            Some(KeySource::Discovery) => self
+                .discover()
+                .await?
+                .jwks_uri
+                .clone()
                 .ok_or_else(|| "the discovery document has no jwks_uri".to_string()),
-            _ => Ok(None),
+            _ => Err("the issuer's keys are not fetched".to_string()),
         }
     }
 
-    /// Fetches the discovery document (once) and the key set; installs the keys or keeps the
-    /// last good ones. Logged and counted.
+    /// Fetches the key set (after the discovery document, once); installs the keys or keeps
+    /// the last good ones. Logged and counted. Only for issuers that [`Self::fetches_keys`].
     pub async fn refresh(&self) {
         let result = async {
-            let endpoints = if matches!(self.config.keys, Some(KeySource::Discovery)) || self.needs_discovered_introspection() {
-                Some(self.discover().await?)
-            } else {
-                None
-            };
-            let Some(url) = self.jwks_url(endpoints.as_deref())? else {
-                return Ok(None);
-            };
+            let url = self.jwks_url().await?;
             let (doc, max_age) = self.get_json(&url).await?;
             let set = PublicJwkSet::from_json(&doc).map_err(|e| format!("{url}: not a usable JWK set: {e}"))?;
             if set.keys().len() > jwks::MAX_KEYS {
                 return Err(format!("{url}: more than {} keys", jwks::MAX_KEYS));
             }
-            Ok::<_, String>(Some((set, max_age)))
+            Ok::<_, String>((set, max_age))
         }
         .await;
         let issuer = self.config.issuer.as_str();
         match result {
-            Ok(Some((set, max_age))) => {
+            Ok((set, max_age)) => {
                 self.keys.install(LoadedKeys::new(set.keys(), Some(std::time::Instant::now())), max_age);
                 self.metrics.jwks_fetches.with_label_values(&[issuer, "ok"]).inc();
                 tracing::debug!(issuer, keys = set.keys().len(), "fetched the issuer's keys");
             }
-            Ok(None) => self.keys.install(LoadedKeys::new(&[], None), Some(self.config.jwks_cache.max_refresh)),
             Err(why) => {
                 self.keys.retry_later();
                 self.metrics.jwks_fetches.with_label_values(&[issuer, "error"]).inc();
                 tracing::warn!(issuer, error = %why, "cannot fetch the issuer's keys; the last good ones stay in use up to jwks_cache.max_stale");
             }
         }
-    }
-
-    fn needs_discovered_introspection(&self) -> bool {
-        self.config.introspection.as_ref().is_some_and(|i| i.endpoint.is_none()) && self.endpoints.load().is_none()
     }
 
     /// Exports the key set's size and age.
@@ -306,10 +297,8 @@ impl ExternalIssuer {
         let Some(keys) = keys else {
             return Err(IssuerUnavailable::NoKeys);
         };
-        let key = match self.keys.lookup(&keys, kid) {
-            KeyLookup::Found(key) => key,
-            KeyLookup::Unknown => return Ok(Err(TokenRejection::UnknownKey)),
-            KeyLookup::Unavailable => return Err(IssuerUnavailable::NoKeys),
+        let Some(key) = keys.find(kid) else {
+            return Ok(Err(TokenRejection::UnknownKey));
         };
         if !key.jwk.accepts(header.alg) {
             return Ok(Err(TokenRejection::WrongAlgorithm));
