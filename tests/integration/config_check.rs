@@ -188,3 +188,31 @@ fn keygen_writes_a_private_key_and_prints_the_public_jwk() {
         assert_eq!(std::fs::read_to_string(&out_file).unwrap(), pem);
     }
 }
+
+#[test]
+fn issuers_are_checked_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}issuers:\n  - issuer: https://auth.example.com\n    jwks_uri: http://keys.example.com/jwks\n    algorithms: [HS256]\n    scope_claim: roles\n    introspection: {{endpoint: https://auth.example.com/introspect, client_id: gw, client_secret_env: NOPE}}\n  - issuer: https://auth.example.com\n    startup: later\n",
+        base(dir.path()).replace(
+            "    scopes: [weather.observations:read]\n    upstream: weather\n  - path: /health",
+            "    scopes: [weather.observations:read]\n    issuers: [https://unknown.example]\n    upstream: weather\n  - path: /health"
+        )
+    );
+    let out = check(dir.path(), &yaml);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "issuers[0].jwks_uri: `http://keys.example.com/jwks` must use https",
+        "issuers[0].algorithms[0]: `HS256` is not accepted",
+        "issuers[0].scope_claim: `roles` is not a scope claim",
+        "issuers[0].introspection.client_secret_env: environment variable NOPE is not set",
+        "issuers[0].audiences: list the `aud` values",
+        "issuers[1].issuer: `https://auth.example.com` is listed twice",
+        "issuers[1].startup: `later` is not a start-up mode",
+        "issuers[1]: give the issuer's keys",
+        "routes[0].issuers[0]: `https://unknown.example` is neither the gateway's issuer nor in issuers[]",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
