@@ -161,6 +161,7 @@ impl Gateway {
         for issuer in self.verifier.external_issuers().map(|e| e.all()).unwrap_or_default() {
             issuer.refresh_gauges();
         }
+        self.metrics.observe_signing_keys(&self.config.keys, std::time::SystemTime::now());
         let revocations = self.store.revocations();
         self.metrics
             .revocation_mirror_entries

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: prometheus::GaugeVec,
     pub introspections: IntCounterVec,
+    signing_key_age: prometheus::GaugeVec,
 }
 
 /// Auth decision outcomes always exported, so dashboards see zeros instead of gaps.
@@ -382,6 +383,15 @@ impl Metrics {
             "Introspection calls to external issuers for opaque tokens, by issuer and result (active, inactive, error).",
             &["issuer", "result"],
         );
+        let signing_key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "oada_gateway_signing_key_age_seconds",
+                "Age of each of the gateway's signing keys (since its key file was written), by kid and status (next, active, retired).",
+            ),
+            &["kid", "status"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(signing_key_age.clone())).expect("unique metric");
         #[cfg(target_os = "linux")]
         {
             let process = prometheus::process_collector::ProcessCollector::for_self();
@@ -419,6 +429,7 @@ impl Metrics {
             jwks_keys,
             jwks_age,
             introspections,
+            signing_key_age,
         }
     }
 
@@ -439,6 +450,18 @@ impl Metrics {
     pub fn set_config_info(&self, hash: &str) {
         self.config_info.reset();
         self.config_info.with_label_values(&[hash]).set(1);
+    }
+
+    /// Sets one age series per key of the ring in force (a removed key's series goes away).
+    pub fn observe_signing_keys(&self, keys: &crate::keys::KeyRing, now: std::time::SystemTime) {
+        self.signing_key_age.reset();
+        // a key whose file has no modification time (rare file systems) has no series
+        for key in keys.keys() {
+            let Some(created) = key.lifecycle.created_at else { continue };
+            self.signing_key_age
+                .with_label_values(&[key.kid.as_str(), key.lifecycle.status.name()])
+                .set(now.duration_since(created).unwrap_or_default().as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition of every metric.

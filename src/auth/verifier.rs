@@ -947,7 +947,7 @@ mod tests {
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
         header.typ = Some("at+jwt".into());
-        let public = serde_json::to_vec(&keys.jwks()).unwrap();
+        let public = serde_json::to_vec(&keys.jwks(std::time::SystemTime::now())).unwrap();
         let hs = jsonwebtoken::encode(&header, &claims(now), &jsonwebtoken::EncodingKey::from_secret(&public)).unwrap();
         assert_eq!(rejection(v.verify(&hs, now).await), TokenRejection::WrongAlgorithm);
         // alg none

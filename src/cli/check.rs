@@ -27,10 +27,7 @@ pub fn summary(c: &Config) -> String {
     let scheme = if c.tls.is_some() { "https" } else { "http" };
     out += &format!("listeners:\n  proxy  {} ({scheme})\n  admin  {} (/metrics /healthz /readyz)\n", c.listen, c.admin_listen);
     out += &format!("issuer: {} (audience {})\n", c.issuer.as_str(), c.audience);
-    out += "signing keys:\n";
-    for (i, k) in c.keys.keys().iter().enumerate() {
-        out += &format!("  {} {}{}\n", k.kid, algorithm_name(k.alg), if i == 0 { " (signs)" } else { " (verifies)" });
-    }
+    out += &key_lines(c);
     out += &match &c.store {
         crate::config::StoreConfig::Memory => "store: in memory (one replica)\n".to_string(),
         crate::config::StoreConfig::Redis(r) => format!(
@@ -122,6 +119,32 @@ pub fn summary(c: &Config) -> String {
             if sources.is_empty() { "none".to_string() } else { sources.join(", ") },
             if s.allow_untrusted { "allowed" } else { "refused" }
         );
+    }
+    out
+}
+
+/// The signing keys, one line each: status, and for a retired key until when it is published and
+/// from when it may be removed.
+pub fn key_lines(c: &Config) -> String {
+    let mut out = String::new();
+    out += "signing keys:\n";
+    for k in c.keys.keys() {
+        let what = match (k.lifecycle.status, k.lifecycle.retired_at) {
+            (crate::keys::KeyStatus::Active, _) => "signs".to_string(),
+            (crate::keys::KeyStatus::Next, _) => "published and verifies; signs after `keys rotate`".to_string(),
+            (crate::keys::KeyStatus::Retired, Some(at)) => {
+                let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+                // partner client_ids it issued are checked against it until they expire
+                let removable = at + (c.token_lifetime + c.leeway).max(c.registration.lifetime);
+                format!(
+                    "verifies; published until {}; may be removed from {}",
+                    c.keys.published_until(k).map(time).unwrap_or_default(),
+                    time(removable)
+                )
+            }
+            (crate::keys::KeyStatus::Retired, None) => "verifies".to_string(),
+        };
+        out += &format!("  {} {} {} ({what})\n", k.kid, algorithm_name(k.alg), k.lifecycle.status.name());
     }
     out
 }

@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod keygen;
+mod keys;
 mod token;
 
 use crate::config::Config;
@@ -53,6 +54,11 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The signing-key lifecycle, written into the config file (then reload every replica).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Hash a secret read from stdin: for `clients[].client_secret_hash`, or with --password for
     /// a person's `password_hash` in `authorization.users_file`.
     HashSecret {
@@ -95,6 +101,30 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key and add it to signing_keys as `next`: published at /jwks, not signing yet.
+    Add {
+        /// Key id of the new key.
+        #[arg(long)]
+        kid: String,
+        /// RS256 (RSA 2048), ES256 (P-256) or EdDSA (Ed25519).
+        #[arg(long, value_parser = ["RS256", "ES256", "EdDSA"], default_value = "ES256")]
+        alg: String,
+        /// Where to write the private key, relative to the config file's folder
+        /// (default keys/KID.pem; created with mode 0600, never overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make the next key active (it signs) and the active key retired (it verifies, and /jwks
+    /// publishes it until the tokens it signed have expired).
+    Rotate {
+        /// Which next key, when there are several.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -122,6 +152,10 @@ pub fn main() -> i32 {
         }
         Command::Check => check::run(&cli.config),
         Command::Keygen { alg, kid, out } => keygen::run(&alg, &kid, &out),
+        Command::Keys { command } => match command {
+            KeysCommand::Add { kid, alg, out } => keys::add(&cli.config, &kid, &alg, out.as_deref()),
+            KeysCommand::Rotate { kid } => keys::rotate(&cli.config, kid.as_deref(), std::time::SystemTime::now()),
+        },
         Command::HashSecret { password } => keygen::hash_secret(password),
         Command::Demo { serve } => demo::run(&cli.config, serve),
         Command::Token {

@@ -6,6 +6,7 @@
 
 pub(crate) mod build;
 pub mod duration;
+pub mod edit;
 pub mod env;
 pub mod error;
 pub mod raw;

@@ -173,6 +173,13 @@ pub struct RawSigningKey {
     pub kid: String,
     pub alg: String,
     pub private_key_file: String,
+    /// next | active | retired; omitted: `active` for the first key when no key says so,
+    /// otherwise `next`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// RFC 3339 time a retired key stopped signing.
+    #[serde(default)]
+    pub retired_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

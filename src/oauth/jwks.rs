@@ -1,5 +1,6 @@
 //! `GET /jwks` (RFC 7517): the public half of every signing key, so resource servers and clients
-//! can verify the gateway's tokens.
+//! can verify the gateway's tokens: the `next` and `active` keys, and `retired` keys until their
+//! last token has expired.
 
 use crate::keys::KeyRing;
 use crate::reply::Reply;
@@ -9,5 +10,5 @@ use crate::reply::Reply;
 pub const MAX_AGE_SECS: u64 = 300;
 
 pub fn reply(keys: &KeyRing) -> Reply {
-    Reply::json(200, &keys.jwks()).with_header("Cache-Control", format!("public, max-age={MAX_AGE_SECS}"))
+    Reply::json(200, &keys.jwks(std::time::SystemTime::now())).with_header("Cache-Control", format!("public, max-age={MAX_AGE_SECS}"))
 }

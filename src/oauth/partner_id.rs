@@ -157,7 +157,7 @@ impl PartnerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{generate, SigningKey};
+    use crate::keys::{generate, KeyLifecycle, SigningKey};
     use jsonwebtoken::Algorithm;
 
     fn pem() -> String {
@@ -168,7 +168,11 @@ mod tests {
         KeyRing::new(
             pems.iter()
                 .enumerate()
-                .map(|(i, pem)| SigningKey::from_pem(&format!("k{i}"), Algorithm::ES256, pem.as_bytes()).unwrap())
+                .map(|(i, pem)| {
+                    let key = SigningKey::from_pem(&format!("k{i}"), Algorithm::ES256, pem.as_bytes()).unwrap();
+                    // the first key signs
+                    key.with_lifecycle(if i == 0 { KeyLifecycle::ACTIVE } else { KeyLifecycle::NEXT })
+                })
                 .collect(),
         )
     }

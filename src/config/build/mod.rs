@@ -14,7 +14,7 @@ use super::env::{expand_tree, Environment};
 use super::error::{ConfigError, ConfigErrors, Diagnostics};
 use super::raw::*;
 use super::*;
-use crate::keys::{self, remote, KeyRing, PublicJwkSet, SigningKey};
+use crate::keys::{self, remote, KeyLifecycle, KeyRing, KeyStatus, PublicJwkSet, SigningKey};
 use crate::oauth::paths;
 use crate::routes::{Route, RouteAuth, RouteTable, ScopeRequirement};
 use crate::scope::{Perm, Scope, ScopeSet};
@@ -231,7 +231,8 @@ impl Builder {
             admin_listen: admin_listen.expect("checked"),
             issuer: issuer.expect("checked"),
             audience: audience.expect("checked"),
-            keys: Arc::new(keys.expect("checked")),
+            // a retired key is published as long as a token it signed may be presented
+            keys: Arc::new(keys.expect("checked").publishing_retired_for(token_lifetime + leeway)),
             token_lifetime,
             leeway,
             clients,
@@ -375,8 +376,10 @@ impl Builder {
             );
             return None;
         }
+        let any_active = raw.iter().any(|k| k.status.as_deref() == Some("active"));
         let mut loaded = Vec::new();
         let mut kids = HashSet::new();
+        let mut active: Option<usize> = None;
         for (i, k) in raw.iter().enumerate() {
             let key = format!("signing_keys[{i}]");
             if k.kid.trim().is_empty() {
@@ -384,6 +387,16 @@ impl Builder {
             } else if !kids.insert(k.kid.clone()) {
                 self.diag
                     .error(format!("{key}.kid"), format!("`{}` is used by another key; kids must be unique", k.kid));
+            }
+            let lifecycle = self.key_lifecycle(&key, k, KeyStatus::omitted(i == 0, any_active));
+            if let Some(KeyLifecycle { status: KeyStatus::Active, .. }) = lifecycle {
+                match active {
+                    Some(first) => self.diag.error(
+                        format!("{key}.status"),
+                        format!("signing_keys[{first}] is already `active`; exactly one key signs (make this one `next` or `retired`)"),
+                    ),
+                    None => active = Some(i),
+                }
             }
             let Some(alg) = keys::parse_signing_alg(&k.alg) else {
                 self.diag
@@ -393,15 +406,71 @@ impl Builder {
             let Some((path, pem)) = self.read_file(&format!("{key}.private_key_file"), &k.private_key_file) else {
                 continue;
             };
+            let created_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
             match SigningKey::from_pem(&k.kid, alg, &pem) {
-                Ok(sk) => loaded.push(sk),
+                Ok(sk) => {
+                    if let Some(lifecycle) = lifecycle {
+                        loaded.push(sk.with_lifecycle(KeyLifecycle { created_at, ..lifecycle }));
+                    }
+                }
                 Err(e) => self.diag.error(
                     format!("{key}.private_key_file"),
                     format!("{}: {e}", path.display()),
                 ),
             }
         }
-        (loaded.len() == raw.len()).then(|| KeyRing::new(loaded))
+        if active.is_none() && !self.diag.has_errors() {
+            self.diag.error(
+                "signing_keys",
+                "no key is `status: active`; exactly one key signs (`oada-gateway keys rotate` moves next → active)",
+            );
+        }
+        (loaded.len() == raw.len() && active.is_some()).then(|| KeyRing::new(loaded))
+    }
+
+    /// `signing_keys[i].status` (`omitted`: what an omitted one means) and `.retired_at`.
+    fn key_lifecycle(&mut self, key: &str, raw: &RawSigningKey, omitted: KeyStatus) -> Option<KeyLifecycle> {
+        let status = match raw.status.as_deref() {
+            None => omitted,
+            Some(name) => match KeyStatus::parse(name) {
+                Some(status) => status,
+                None => {
+                    self.diag
+                        .error(format!("{key}.status"), format!("`{name}` is not a key status; expected next, active or retired"));
+                    return None;
+                }
+            },
+        };
+        let retired_at = match (status, raw.retired_at.as_deref()) {
+            (KeyStatus::Retired, Some(text)) => match humantime::parse_rfc3339_weak(text.trim()) {
+                Ok(at) => Some(at),
+                Err(e) => {
+                    self.diag.error(
+                        format!("{key}.retired_at"),
+                        format!("`{text}` is not an RFC 3339 time ({e}); e.g. 2026-11-24T10:00:00Z"),
+                    );
+                    return None;
+                }
+            },
+            (KeyStatus::Retired, None) => {
+                self.diag.error(
+                    format!("{key}.retired_at"),
+                    "a retired key needs the time it stopped signing (RFC 3339, e.g. 2026-11-24T10:00:00Z), which decides how long /jwks still publishes it; `oada-gateway keys rotate` writes it",
+                );
+                return None;
+            }
+            (_, Some(_)) => {
+                self.diag
+                    .error(format!("{key}.retired_at"), "only a `status: retired` key has a retirement time");
+                return None;
+            }
+            (_, None) => None,
+        };
+        Some(KeyLifecycle {
+            status,
+            retired_at,
+            created_at: None,
+        })
     }
 
     fn scopes(&mut self, key: &str, list: &[String]) -> ScopeSet {
