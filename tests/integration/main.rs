@@ -7,6 +7,7 @@ mod distributed_tracing;
 mod external_issuers;
 mod harness;
 mod interop;
+mod key_rotation;
 mod lifecycle;
 mod oauth;
 mod observability;

@@ -380,6 +380,7 @@ impl Builder {
         let mut loaded = Vec::new();
         let mut kids = HashSet::new();
         let mut active: Option<usize> = None;
+        let mut actives = 0;
         for (i, k) in raw.iter().enumerate() {
             let key = format!("signing_keys[{i}]");
             if k.kid.trim().is_empty() {
@@ -390,6 +391,7 @@ impl Builder {
             }
             let lifecycle = self.key_lifecycle(&key, k, KeyStatus::omitted(i == 0, any_active));
             if let Some(KeyLifecycle { status: KeyStatus::Active, .. }) = lifecycle {
+                actives += 1;
                 match active {
                     Some(first) => self.diag.error(
                         format!("{key}.status"),
@@ -425,7 +427,7 @@ impl Builder {
                 "no key is `status: active`; exactly one key signs (`oada-gateway keys rotate` moves next → active)",
             );
         }
-        (loaded.len() == raw.len() && active.is_some()).then(|| KeyRing::new(loaded))
+        (loaded.len() == raw.len() && actives == 1).then(|| KeyRing::new(loaded))
     }
 
     /// `signing_keys[i].status` (`omitted`: what an omitted one means) and `.retired_at`.
