@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "load"))
 import run as load  # noqa: E402
 
 OUT = load.ROOT / "target" / "instructions-bench"
-EXTERNAL = "https://auth.example.com"
 
 
 def client(port, request, count):
@@ -94,11 +93,9 @@ def run_binary(binary, tag, args, work, up, redis_port):
         conf = work / f"gw-{name}.yaml"
         load.gateway_conf(conf, port, admin, work / "gw-rs256.pem", "RS256", up, issuer="http://127.0.0.1:1", store=store)
         if name == "external":
-            # the same key as another issuer's: its tokens go through the external-issuer path
-            load.fixtures("jwks", work / "gw-rs256.pem", "RS256", work / "external-jwks.json")
-            load.fixtures("tokens", work / "gw-rs256.pem", "RS256", EXTERNAL, 1, work / "external-tokens.txt")
+            external_conf, external = load.external_issuer_fixture(work)
             with conf.open("a") as f:
-                f.write(f"issuers:\n  - {{issuer: '{EXTERNAL}', jwks_file: '{work / 'external-jwks.json'}', audiences: ['{EXTERNAL}'], algorithms: [RS256]}}\n")
+                f.write(external_conf)
         if name == "ratelimit":
             # one rule every request matches, never reached: the cost of the check itself
             with conf.open("a") as f:
@@ -117,7 +114,6 @@ def run_binary(binary, tag, args, work, up, redis_port):
         elif name == "ratelimit":
             targets = [("token + scope, 1 rate limit", "/observations", f"Authorization: Bearer {token}\r\n")]
         else:
-            external = (work / "external-tokens.txt").read_text().splitlines()[0]
             targets = [("external issuer's token", "/observations", f"Authorization: Bearer {external}\r\n")]
         for label, path, auth in targets:
             request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()

@@ -36,6 +36,7 @@ FIXTURES = ROOT / "target" / "release" / "examples" / "bench_fixtures"
 LUA = Path(__file__).resolve().parent
 PROXY_CPU = "0"
 DRIVER_CPU = "1"
+EXTERNAL = "https://auth.example.com"
 BODY = '{"station":"ames-1","observed_at":1795417200,"air_temperature_c":21.4,"soil_moisture_vwc":0.27,"rainfall_mm":0.0}'
 
 
@@ -132,6 +133,16 @@ def fixtures(*args):
     return out.stdout
 
 
+def external_issuer_fixture(work):
+    """An external issuer for `issuers:` (keys from a jwks_file) and one token of it: signed with
+    the gateway's own RS256 key under another `iss`, so that a comparison with the gateway's own
+    tokens measures the external-issuer path alone. Returns (config lines, token)."""
+    fixtures("jwks", work / "gw-rs256.pem", "RS256", work / "external-jwks.json")
+    fixtures("tokens", work / "gw-rs256.pem", "RS256", EXTERNAL, 1, work / "external-tokens.txt")
+    conf = f"issuers:\n  - {{issuer: '{EXTERNAL}', jwks_file: '{work / 'external-jwks.json'}', audiences: ['{EXTERNAL}'], algorithms: [RS256]}}\n"
+    return conf, (work / "external-tokens.txt").read_text().splitlines()[0]
+
+
 def latency_ms(text):
     m = re.match(r"([\d.]+)(us|ms|s)$", text)
     value, unit = float(m.group(1)), m.group(2)
@@ -216,7 +227,7 @@ backend weather
 """)
 
 
-def gateway_conf(path, listen, admin, key, alg, upstream, threads=1, clients="", cache=100000, issuer=None, store=""):
+def gateway_conf(path, listen, admin, key, alg, upstream, threads=1, clients="", cache=100000, issuer=None, store="", extra=""):
     path.write_text(f"""
 listen: 127.0.0.1:{listen}
 admin_listen: 127.0.0.1:{admin}
@@ -247,7 +258,7 @@ server:
   keepalive_requests: 1000000    # as the nginx targets: no reconnects in the middle of a run
 limits:
   token: {{rate: unlimited}}      # one load generator on one address
-""")
+{extra}""")
 
 
 def measure(target, connections, duration, results):
@@ -369,8 +380,9 @@ def main():
         haproxy = Proc("haproxy", [tool("haproxy"), "-f", work / "haproxy.cfg", "-db"], cpu=PROXY_CPU)
         procs.append(haproxy)
 
+        external_issuer, external_token = external_issuer_fixture(work)
         gw, gw_admin = free_port(), free_port()
-        gateway_conf(work / "gateway.yaml", gw, gw_admin, work / "gw-rs256.pem", "RS256", up, cache=100_000)
+        gateway_conf(work / "gateway.yaml", gw, gw_admin, work / "gw-rs256.pem", "RS256", up, cache=100_000, extra=external_issuer)
         gateway = Proc("gateway", [GATEWAY, "--config", work / "gateway.yaml"], cpu=PROXY_CPU)
         procs.append(gateway)
 
@@ -391,12 +403,14 @@ def main():
         fixtures("tokens", work / "gw-rs256.pem", "RS256", f"http://127.0.0.1:{gw}", 10_000, work / "tokens.txt")
         one_token = (work / "tokens.txt").read_text().splitlines()[0]
         auth = [f"Authorization: Bearer {one_token}"]
+        external_auth = [f"Authorization: Bearer {external_token}"]
         targets = [
             {"name": "direct (no proxy)", "url": f"http://127.0.0.1:{up}/observations", "headers": auth},
             {"name": "nginx (no auth)", "url": f"http://127.0.0.1:{nx}/observations", "proc": nginx, "headers": auth},
             {"name": "haproxy jwt_verify", "url": f"http://127.0.0.1:{hp}/observations", "proc": haproxy, "headers": auth},
             {"name": "oada-gateway (auth: none)", "url": f"http://127.0.0.1:{gw}/public", "proc": gateway, "headers": auth},
             {"name": "oada-gateway (1 token)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway, "headers": auth},
+            {"name": "oada-gateway (1 external issuer's token)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway, "headers": external_auth},
             {"name": "oada-gateway (1 token, store: redis)", "url": f"http://127.0.0.1:{gwr}/observations", "proc": gateway_redis, "headers": auth},
             {"name": "oada-gateway (10k tokens)", "url": f"http://127.0.0.1:{gw}/observations", "proc": gateway,
              "script": LUA / "rotate_tokens.lua", "script_args": (work / "tokens.txt",)},
@@ -442,6 +456,7 @@ def main():
             "gateway_cpu_per_request_vs_haproxy": gw1["cpu_us_per_request"] / summary["haproxy jwt_verify"]["cpu_us_per_request"],
             "token_check_cpu_us": gw1["cpu_us_per_request"] - summary["oada-gateway (auth: none)"]["cpu_us_per_request"],
             "redis_vs_memory_cpu_per_request": summary["oada-gateway (1 token, store: redis)"]["cpu_us_per_request"] / gw1["cpu_us_per_request"],
+            "external_vs_own_cpu_per_request": summary["oada-gateway (1 external issuer's token)"]["cpu_us_per_request"] / gw1["cpu_us_per_request"],
         }
         log("\n/token throughput (wrk, 5 s, 32 connections)")
         tokens = token_throughput(work, up, 32, 5)
@@ -464,7 +479,8 @@ def main():
         f"(10k tokens / haproxy: {ratios['gateway_10k_vs_haproxy_rps']:.2f})")
     log(f"CPU per request, gateway / nginx: {ratios['gateway_cpu_per_request_vs_nginx']:.2f}   gateway / haproxy: {ratios['gateway_cpu_per_request_vs_haproxy']:.2f}   "
         f"token check: {ratios['token_check_cpu_us']:+.1f} us/req over the same gateway with auth: none")
-    log(f"CPU per request, store: redis / store: memory: {ratios['redis_vs_memory_cpu_per_request']:.3f}")
+    log(f"CPU per request, store: redis / store: memory: {ratios['redis_vs_memory_cpu_per_request']:.3f}   "
+        f"external issuer's token / own token: {ratios['external_vs_own_cpu_per_request']:.3f}")
     log(f"gateway p99 - nginx p99: {ratios['gateway_p99_minus_nginx_p99_ms_same_load']:+.3f} ms at the same load "
         f"({ratios['gateway_p99_minus_nginx_p99_ms_saturated']:+.3f} ms saturated)")
     machine = {"cpus": os.cpu_count(), "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?"),

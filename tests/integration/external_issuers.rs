@@ -273,3 +273,75 @@ async fn opaque_tokens_are_introspected_once_cached_and_fail_closed() {
     let metrics = gw2.metrics().await;
     assert!(metric_value(&metrics, &format!("oada_gateway_introspections_total{{issuer=\"{}\",result=\"inactive\"}}", issuer.issuer)) >= 1.0);
 }
+
+/// An issuer whose key set is not there yet: with `startup: fail` the gateway refuses to start;
+/// with `startup: degraded` it starts, says not ready, serves its own tokens, and takes the
+/// issuer's tokens as soon as its keys can be fetched.
+#[tokio::test]
+async fn without_the_issuer_s_keys_startup_fail_refuses_to_start_and_degraded_waits_not_ready() {
+    use oada_gateway::keys::{KeyRing, SigningKey};
+    use oada_gateway::token::TokenIssuer;
+    use std::sync::Arc;
+
+    const EXTERNAL: &str = "https://auth.example.com";
+    let keys_at = StaticJson::start().await; // answers 404 until a key set is set
+    let upstream = Upstream::start().await;
+    let body = |startup: &str| {
+        format!(
+            "issuers:\n  - issuer: {EXTERNAL}\n    jwks_uri: {}\n    audiences: [{API}]\n    algorithms: [ES256]\n    startup: {startup}\n    jwks_cache: {{min_refresh: 1s, max_refresh: 1m}}\nupstreams:\n  api:\n    servers: [{}]\n    health_check: {{type: none}}\nroutes:\n  - path: /observations\n    scopes: [weather.observations:read]\n    upstream: api\n",
+            keys_at.url("/jwks"),
+            upstream.addr
+        )
+    };
+
+    // fail: the same config file, run directly, exits 1 and says why
+    let dir = tempfile::tempdir().unwrap();
+    let pem = oada_gateway::keys::generate::private_key_pem(jsonwebtoken::Algorithm::ES256).unwrap();
+    write(dir.path(), "keys/gw.pem", &pem);
+    let config = write(
+        dir.path(),
+        "gateway.yaml",
+        &format!(
+            "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nissuer: {OWN}\nsigning_keys:\n  - {{kid: gw, alg: ES256, private_key_file: keys/gw.pem}}\n{}",
+            free_port(),
+            free_port(),
+            body("fail")
+        ),
+    );
+    let run = tokio::task::spawn_blocking(move || std::process::Command::new(gateway_bin()).arg("--config").arg(&config).output());
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("startup: fail does not wait forever")
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(EXTERNAL) && stderr.contains("404"), "names the issuer and what went wrong: {stderr}");
+    assert!(keys_at.hits("/jwks") >= 1, "it did try");
+
+    // degraded: up, not ready, own tokens served
+    let gw = GatewayBuilder::new(&body("degraded")).replica_of(&pem, OWN).start().await;
+    let ready = client().get(format!("{}/readyz", gw.admin)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let answer: Value = ready.json().await.unwrap();
+    assert_eq!(answer["issuers"][EXTERNAL]["ready"], false, "{answer}");
+    let own = gw.token("client-1", "weather.observations:read");
+    assert_eq!(get(&gw, "/observations", &own).await.status(), 200);
+
+    // the issuer's keys appear: fetched on the retry schedule, then its tokens are accepted
+    let external_pem = oada_gateway::keys::generate::private_key_pem(jsonwebtoken::Algorithm::ES256).unwrap();
+    let key = SigningKey::from_pem("ext-1", jsonwebtoken::Algorithm::ES256, external_pem.as_bytes()).unwrap();
+    keys_at.set("/jwks", &serde_json::json!({"keys": [key.public.to_json()]}));
+    let external = TokenIssuer::new(Arc::new(KeyRing::new(vec![key])), EXTERNAL, API, Duration::from_secs(600));
+    let token = external
+        .issue("partner-app", &oada_gateway::scope::ScopeSet::parse("weather.observations:read").unwrap(), oada_gateway::ids::unix_now())
+        .unwrap()
+        .access_token;
+    eventually_within("the issuer's keys arrive and /readyz says ready", Duration::from_secs(15), || async {
+        client().get(format!("{}/readyz", gw.admin)).send().await.unwrap().status() == 200
+    })
+    .await;
+    let r = get(&gw, "/observations", &token).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(upstream.requests().last().unwrap().header("x-oada-client-id"), Some("partner-app"));
+}
