@@ -143,7 +143,7 @@ fn main() {
             // the public key set of `tokens`' signer, for a gateway that takes it as another issuer
             let pem = std::fs::read(key).expect("read key");
             let ring = KeyRing::new(vec![SigningKey::from_pem("bench", self::alg(alg), &pem).expect("load key")]);
-            let jwks = ring.jwks();
+            let jwks = ring.jwks(std::time::SystemTime::now());
             std::fs::write(out, jwks.to_string()).unwrap();
         }
         ["assertions", key, kid, client_id, aud, count, out] => {
