@@ -557,7 +557,7 @@ impl TokenVerifier {
         }
         let mut unavailable = None;
         for issuer in unanswered {
-            match issuer.introspect(token, self.leeway, now).await {
+            match issuer.introspect(token, base ^ issuer.salt, self.leeway, now).await {
                 Ok(Ok(grant)) => return self.settle_external(issuer, base ^ issuer.salt, Ok(grant)),
                 Ok(Err(rejection)) => {
                     if let Some(introspection) = &issuer.config.introspection {

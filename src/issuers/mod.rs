@@ -45,7 +45,7 @@ struct Endpoints {
 }
 
 /// What a token of an external issuer grants, before it becomes a cached grant.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ExternalGrant {
     pub client_id: String,
     pub user: Option<String>,
@@ -65,8 +65,15 @@ pub struct ExternalIssuer {
     endpoints: ArcSwapOption<Endpoints>,
     pub keys: KeySet,
     introspection: Option<introspection::Introspector>,
+    /// Introspections under way, by the token's cache key: concurrent first requests with the
+    /// same token wait for one call instead of each making their own.
+    introspecting: moka::future::Cache<u128, Result<ExternalGrant, TokenRejection>>,
     metrics: Arc<Metrics>,
 }
+
+/// Bound on the answers held for waiting requests per issuer (each is dropped when its call
+/// ends); past it an answer may be evicted early and a request arriving later makes its own call.
+const MAX_INTROSPECTIONS_IN_FLIGHT: u64 = 10_000;
 
 /// Claims an external JWT is read for; the registered ones are checked by `Validation`.
 #[derive(Deserialize)]
@@ -110,6 +117,11 @@ impl ExternalIssuer {
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("HTTP client"),
+            introspecting: moka::future::Cache::builder()
+                .max_capacity(MAX_INTROSPECTIONS_IN_FLIGHT)
+                // entries are removed when their call ends; this only bounds a forgotten one
+                .time_to_live(timeout * 2)
+                .build(),
             salt,
             fingerprint,
             endpoints: ArcSwapOption::empty(),
@@ -354,7 +366,20 @@ impl ExternalIssuer {
 
     /// Introspects an opaque token (RFC 7662): `Ok(Ok(grant))` when active, `Ok(Err(_))` when
     /// inactive or not acceptable here, `Err` when the endpoint cannot answer (fail closed).
-    pub async fn introspect(&self, token: &str, leeway: u64, now: u64) -> Result<Result<ExternalGrant, TokenRejection>, IssuerUnavailable> {
+    /// Asks the introspection endpoint about `token` (`key`: its cache key at this issuer);
+    /// concurrent calls for the same token share one request.
+    pub async fn introspect(&self, token: &str, key: u128, leeway: u64, now: u64) -> Result<Result<ExternalGrant, TokenRejection>, IssuerUnavailable> {
+        let answer = self
+            .introspecting
+            .try_get_with(key, self.introspect_once(token, leeway, now))
+            .await
+            .map_err(|e| (*e).clone());
+        // the shared answer is for the requests that waited on it; later ones use the token cache
+        self.introspecting.invalidate(&key).await;
+        answer
+    }
+
+    async fn introspect_once(&self, token: &str, leeway: u64, now: u64) -> Result<Result<ExternalGrant, TokenRejection>, IssuerUnavailable> {
         let Some(introspector) = &self.introspection else {
             return Ok(Err(TokenRejection::Malformed));
         };

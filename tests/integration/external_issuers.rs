@@ -241,6 +241,20 @@ async fn opaque_tokens_are_introspected_once_cached_and_fail_closed() {
     assert_eq!(issuer.counts().await["introspection"].as_u64().unwrap() - before, 1, "introspected once, then cached");
     assert_eq!(upstream.requests()[0].header("x-oada-client-id"), Some("partner"));
 
+    // a burst of concurrent first requests with a new token makes one introspection call
+    let burst = issuer.opaque_token("partner").await;
+    let before = issuer.counts().await["introspection"].as_u64().unwrap();
+    let requests: Vec<_> = (0..24)
+        .map(|_| {
+            let (url, token) = (gw.url("/observations"), burst.clone());
+            tokio::spawn(async move { client().get(url).bearer_auth(token).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    assert_eq!(issuer.counts().await["introspection"].as_u64().unwrap() - before, 1, "24 concurrent requests, one introspection");
+
     // scopes are checked per route from the cached claims
     let other = issuer.opaque_token("other").await;
     assert_eq!(get(&gw, "/stations", &other).await.status(), 200);
