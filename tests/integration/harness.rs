@@ -295,10 +295,28 @@ impl Gateway {
             let admin_up = http.get(format!("{}/healthz", self.admin)).send().await.is_ok();
             let proxy_up = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://")).await.is_ok();
             if admin_up && proxy_up {
+                self.wait_for_store().await;
                 return;
             }
             if Instant::now() > deadline {
                 panic!("the gateway did not come up; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// With `store: redis` the revocation mirror loads after start (until then the gateway
+    /// fails closed on its own tokens): give it up to 10 s, and go on either way, since some
+    /// tests start without a reachable store on purpose.
+    async fn wait_for_store(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ready: Option<serde_json::Value> = match client().get(format!("{}/readyz", self.admin)).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if ready.is_some_and(|r| r["store"]["status"] == "ok") {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
