@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod downstream;
+pub mod fetch;
 pub mod gateway;
 pub mod ids;
 pub mod issuers;

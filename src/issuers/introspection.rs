@@ -2,6 +2,7 @@
 //! introspection endpoint, authenticated with `client_secret_basic` (RFC 6749 §2.3.1: id and
 //! secret form-encoded before Basic).
 
+use crate::fetch::{read_bounded, BodyError};
 use crate::config::IntrospectionConfig;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -61,13 +62,10 @@ impl Introspector {
         if !response.status().is_success() {
             return Err(format!("{endpoint} answered {}", response.status()));
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(format!("{endpoint}: answer larger than {MAX_ANSWER_BYTES} bytes"));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = read_bounded(&mut response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            BodyError::TooLarge => format!("{endpoint}: answer larger than {MAX_ANSWER_BYTES} bytes"),
+            BodyError::Read(e) => e.without_url().to_string(),
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{endpoint}: not an introspection answer: {e}"))
     }
 }

@@ -9,6 +9,7 @@
 pub mod introspection;
 pub mod jwks;
 
+use crate::fetch::{read_bounded, BodyError};
 use crate::auth::verifier::TokenRejection;
 use crate::config::{ExternalIssuerConfig, IssuerStartup, KeySource, ScopeClaim};
 use crate::keys::remote::validate_fetch_url;
@@ -179,13 +180,10 @@ impl ExternalIssuer {
             return Err(format!("{url} answered {}", response.status()));
         }
         let max_age = jwks::max_age(response.headers().get("cache-control").and_then(|v| v.to_str().ok()));
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("{url}: larger than {MAX_DOCUMENT_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(&mut response, MAX_DOCUMENT_BYTES).await.map_err(|e| match e {
+            BodyError::TooLarge => format!("{url}: larger than {MAX_DOCUMENT_BYTES} bytes"),
+            BodyError::Read(e) => e.to_string(),
+        })?;
         let value = serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))?;
         Ok((value, max_age))
     }

@@ -4,6 +4,7 @@
 //! cached set lacks triggers one refetch (the partner may have rotated keys), at most every
 //! [`REFRESH_INTERVAL`] per URL so that unknown kids cannot make the gateway hammer a host.
 
+use crate::fetch::{read_bounded, BodyError};
 use super::{PublicJwk, PublicJwkSet};
 use moka::sync::Cache;
 use serde_json::Value;
@@ -90,13 +91,12 @@ impl KeyFetcher {
         if !response.status().is_success() {
             return Err(fail(format!("status {}", response.status())));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
-            if body.len() + chunk.len() > MAX_BYTES {
-                return Err(fail(format!("the document is larger than {MAX_BYTES} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(&mut response, MAX_BYTES).await.map_err(|e| {
+            fail(match e {
+                BodyError::TooLarge => format!("the document is larger than {MAX_BYTES} bytes"),
+                BodyError::Read(e) => e.to_string(),
+            })
+        })?;
         serde_json::from_slice(&body).map_err(|e| fail(format!("not JSON: {e}")))
     }
 

@@ -9,6 +9,7 @@
 //! both answers are cached (bounded; unknown clients briefly) so that a flood of ids cannot make
 //! the gateway hammer a provider.
 
+use crate::fetch::{read_bounded, BodyError};
 use super::clients::{ClientDisplay, ClientProfile, KeySource, Principal, Trust};
 use crate::config::{ClientDiscoveryConfig, GrantTypes};
 use crate::keys::PublicJwkSet;
@@ -161,13 +162,10 @@ impl ClientDiscovery {
             if !response.status().is_success() {
                 return Err(format!("status {} from {url}", response.status().as_u16()));
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-                if body.len() + chunk.len() > MAX_BYTES {
-                    return Err(format!("{url}: the answer is larger than {MAX_BYTES} bytes"));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_bounded(&mut response, MAX_BYTES).await.map_err(|e| match e {
+                BodyError::TooLarge => format!("{url}: the answer is larger than {MAX_BYTES} bytes"),
+                BodyError::Read(e) => format!("{url}: {e}"),
+            })?;
             crate::json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
         }
         .await;
