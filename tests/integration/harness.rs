@@ -420,6 +420,43 @@ impl Gateway {
         std::fs::read_to_string(&self.config_path).unwrap()
     }
 
+    /// An access token from `/token` by the client credentials grant, authenticated with a
+    /// client secret (`scope`: `None` asks for everything the client may have).
+    pub async fn client_credentials_token(&self, client_id: &str, secret: &str, scope: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(scope.map(|s| ("scope", s)));
+        let r = client()
+            .post(self.url("/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// `/token` by the client credentials grant with a JWT client assertion: the status and the
+    /// JSON answer (`Null` when it is not JSON).
+    pub async fn token_by_assertion(&self, assertion: &str) -> (u16, serde_json::Value) {
+        let r = client()
+            .post(self.url("/token"))
+            .form(&[("grant_type", "client_credentials"), ("client_assertion_type", crate::oauth::ASSERTION_TYPE), ("client_assertion", assertion)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `POST /reload`, which must succeed (`what` names the step in a failure): the JSON answer.
+    pub async fn reload_ok(&self, what: &str) -> serde_json::Value {
+        let (code, answer) = self.reload().await;
+        assert_eq!(code, 200, "{what}: {answer}");
+        assert_eq!(answer["status"], "reloaded", "{what}: {answer}");
+        answer
+    }
+
     /// Replaces the config file (not reloaded until asked).
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config_path, text).unwrap();

@@ -36,16 +36,7 @@ fn keys_command(config: &Path, args: &[&str]) -> String {
 }
 
 async fn token(gw: &Gateway) -> String {
-    let r = client()
-        .post(gw.url("/token"))
-        .basic_auth("mm-1", Some(MM_SECRET))
-        .form(&[("grant_type", "client_credentials"), ("scope", "weather.observations:read")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
+    gw.client_credentials_token("mm-1", MM_SECRET, Some("weather.observations:read")).await
 }
 
 fn kid_of(token: &str) -> String {
@@ -59,11 +50,6 @@ async fn published_kids(gw: &Gateway) -> Vec<String> {
 
 async fn status(gw: &Gateway, token: &str) -> u16 {
     client().get(gw.url("/observations")).bearer_auth(token).send().await.unwrap().status().as_u16()
-}
-
-async fn reload(gw: &Gateway, what: &str) {
-    let (code, answer) = gw.reload().await;
-    assert_eq!(code, 200, "{what}: {answer}");
 }
 
 #[tokio::test]
@@ -89,8 +75,8 @@ async fn own_keys_rotate_through_live_reloads_without_refusing_a_valid_token() {
     let added = "  - kid: gw-next\n    alg: EdDSA\n    private_key_file: keys/gw-next.pem\n    status: next\n";
     assert!(a.config_text().contains(added), "{}", a.config_text());
     b.write_config(&b.config_text().replace("    private_key_file: keys/gw.pem\n", &format!("    private_key_file: keys/gw.pem\n{added}")));
-    reload(&a, "next key added at A").await;
-    reload(&b, "next key added at B").await;
+    a.reload_ok("next key added at A").await;
+    b.reload_ok("next key added at B").await;
     for gw in [&a, &b] {
         assert_eq!(published_kids(gw).await, [old_kid.clone(), "gw-next".to_string()], "next is published");
         assert_eq!(kid_of(&token(gw).await), old_kid, "but does not sign yet");
@@ -103,7 +89,7 @@ async fn own_keys_rotate_through_live_reloads_without_refusing_a_valid_token() {
     // treating it as next) already accepts; A still accepts the old key's tokens
     let said = keys_command(&a.config_path, &["rotate"]);
     assert!(said.contains("`gw-next` is now active") && said.contains("retired at"), "{said}");
-    reload(&a, "rotated at A").await;
+    a.reload_ok("rotated at A").await;
     let new_token = token(&a).await;
     assert_eq!(kid_of(&new_token), "gw-next");
     assert_eq!(status(&b, &new_token).await, 200, "a replica not yet reloaded accepts the new key's tokens");
@@ -117,7 +103,7 @@ async fn own_keys_rotate_through_live_reloads_without_refusing_a_valid_token() {
     // 3. B takes the same file (its own listeners kept) and reloads
     let rotated_keys = signing_keys_block(&a.config_text());
     b.write_config(&b.config_text().replace(&signing_keys_block(&b.config_text()), &rotated_keys));
-    reload(&b, "rotated at B").await;
+    b.reload_ok("rotated at B").await;
     assert_eq!(kid_of(&token(&b).await), "gw-next");
 
     // 4. once the retired key's tokens would all have expired it is no longer published, but
@@ -125,7 +111,7 @@ async fn own_keys_rotate_through_live_reloads_without_refusing_a_valid_token() {
     let retired_line = a.config_text().lines().find(|l| l.trim_start().starts_with("retired_at:")).unwrap().to_string();
     let long_ago = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - Duration::from_secs(7200)).to_string();
     a.write_config(&a.config_text().replace(&retired_line, &format!("    retired_at: {long_ago}")));
-    reload(&a, "retired long ago").await;
+    a.reload_ok("retired long ago").await;
     assert_eq!(published_kids(&a).await, ["gw-next".to_string()]);
     assert_eq!(status(&a, &old_token).await, 200, "an unpublished retired key still verifies");
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -23,18 +23,6 @@ async fn start(upstream: &Upstream, limits: &str) -> Gateway {
         .await
 }
 
-async fn token_of(gw: &Gateway, client_id: &str, secret: &str) -> String {
-    let r = client()
-        .post(gw.url("/token"))
-        .basic_auth(client_id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
-}
-
 async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> reqwest::Response {
     let mut request = client().get(gw.url(path));
     if let Some(t) = token {
@@ -47,7 +35,7 @@ async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> reqwest::Response
 async fn the_upstream_sees_the_partner_and_never_a_client_supplied_one() {
     let upstream = Upstream::start().await;
     let gw = start(&upstream, "").await;
-    let mm = token_of(&gw, "mm-1", MM_SECRET).await;
+    let mm = gw.client_credentials_token("mm-1", MM_SECRET, None).await;
     let r = client()
         .get(gw.url("/observations"))
         .bearer_auth(&mm)
@@ -65,7 +53,7 @@ async fn the_upstream_sees_the_partner_and_never_a_client_supplied_one() {
     assert_eq!(seen[1].header("x-oada-partner"), None, "stripped where no token speaks for anyone");
 
     // usage by partner: requests and response bytes
-    let other = token_of(&gw, "other-1", OTHER_SECRET).await;
+    let other = gw.client_credentials_token("other-1", OTHER_SECRET, None).await;
     for _ in 0..2 {
         assert_eq!(get(&gw, "/observations", Some(&other)).await.status(), 200);
     }
@@ -86,8 +74,8 @@ async fn a_partner_over_its_rate_gets_429_while_another_is_unaffected() {
     let upstream = Upstream::start().await;
     let limits = "rate_limits:\n  - name: per-partner\n    partner: \"*\"\n    route: /observations\n    rate: 5/m\n    burst: 5\n";
     let gw = start(&upstream, limits).await;
-    let mm = token_of(&gw, "mm-1", MM_SECRET).await;
-    let other = token_of(&gw, "other-1", OTHER_SECRET).await;
+    let mm = gw.client_credentials_token("mm-1", MM_SECRET, None).await;
+    let other = gw.client_credentials_token("other-1", OTHER_SECRET, None).await;
     for i in 0..5 {
         assert_eq!(get(&gw, "/observations", Some(&mm)).await.status(), 200, "request {i}");
     }
@@ -129,8 +117,8 @@ async fn quotas_reset_at_the_period_boundary() {
     let upstream = Upstream::start().await;
     let limits = "quotas:\n  - name: mm-2s\n    partner: moisturemapper\n    limit: 3\n    per: 2s\n";
     let gw = start(&upstream, limits).await;
-    let mm = token_of(&gw, "mm-1", MM_SECRET).await;
-    let other = token_of(&gw, "other-1", OTHER_SECRET).await;
+    let mm = gw.client_credentials_token("mm-1", MM_SECRET, None).await;
+    let other = gw.client_credentials_token("other-1", OTHER_SECRET, None).await;
     // start just after a period boundary, so that the whole exchange fits in one period
     let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(2000 - now_ms() % 2000 + 50)).await;

@@ -8,6 +8,7 @@ use oada_gateway::token::TokenIssuer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const READ: &str = "weather.observations:read";
 const MM_SECRET: &str = "mm-secret-0123456789abcdef";
 const GONE_SECRET: &str = "gone-secret-0123456789abcd";
 
@@ -33,29 +34,9 @@ fn with_body(gw: &Gateway, body: &str) -> String {
     format!("{}{body}", &text[..head_end])
 }
 
-async fn token_of(gw: &Gateway, client_id: &str, secret: &str) -> String {
-    let r = client()
-        .post(gw.url("/token"))
-        .basic_auth(client_id, Some(secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "weather.observations:read")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let v: serde_json::Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
 async fn status(gw: &Gateway, path: &str, token: &str) -> (u16, String) {
     let r = client().get(gw.url(path)).bearer_auth(token).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn reload_ok(gw: &Gateway, what: &str) -> serde_json::Value {
-    let (code, answer) = gw.reload().await;
-    assert_eq!(code, 200, "{what}: {answer}");
-    assert_eq!(answer["status"], "reloaded", "{what}: {answer}");
-    answer
 }
 
 #[tokio::test]
@@ -67,8 +48,8 @@ async fn reloads_under_load_change_routes_partners_servers_and_keys_without_fail
         .env("GONE_SECRET", GONE_SECRET)
         .start()
         .await;
-    let mm = token_of(&gw, "mm-1", MM_SECRET).await;
-    let gone = token_of(&gw, "gone-1", GONE_SECRET).await;
+    let mm = gw.client_credentials_token("mm-1", MM_SECRET, Some(READ)).await;
+    let gone = gw.client_credentials_token("gone-1", GONE_SECRET, Some(READ)).await;
     assert_eq!(status(&gw, "/observations", &gone).await.0, 200, "the partner's token works (and is cached)");
     assert_eq!(status(&gw, "/stations", &mm).await.0, 404, "no such route yet");
     let first_hash = gw.config_hash().await;
@@ -79,7 +60,7 @@ async fn reloads_under_load_change_routes_partners_servers_and_keys_without_fail
 
     // 1. a route added
     gw.write_config(&with_body(&gw, &body(&a.addr.to_string(), true, true)));
-    let answer = reload_ok(&gw, "route added").await;
+    let answer = gw.reload_ok("route added").await;
     assert_eq!(answer["changed"], true);
     assert_ne!(answer["hash"], first_hash.as_str());
     assert_eq!(status(&gw, "/stations", &mm).await.0, 200, "the new route is served at once");
@@ -87,7 +68,7 @@ async fn reloads_under_load_change_routes_partners_servers_and_keys_without_fail
 
     // 2. a partner removed: its cached token is refused from the next request
     gw.write_config(&with_body(&gw, &body(&a.addr.to_string(), false, true)));
-    reload_ok(&gw, "partner removed").await;
+    gw.reload_ok("partner removed").await;
     let (code, text) = status(&gw, "/observations", &gone).await;
     assert_eq!(code, 401, "{text}");
     assert!(text.contains("no longer configured"), "{text}");
@@ -95,7 +76,7 @@ async fn reloads_under_load_change_routes_partners_servers_and_keys_without_fail
 
     // 3. the upstream server swapped: requests go to the new one
     gw.write_config(&with_body(&gw, &body(&b.addr.to_string(), false, true)));
-    reload_ok(&gw, "server swapped").await;
+    gw.reload_ok("server swapped").await;
     let at_a = a.requests().len();
     eventually_within("requests reach the new server", Duration::from_secs(3), || async { !b.requests().is_empty() }).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -119,7 +100,7 @@ async fn reloads_under_load_change_routes_partners_servers_and_keys_without_fail
         "    private_key_file: keys/gw.pem\n  - kid: second\n    alg: EdDSA\n    private_key_file: keys/second.pem\n",
     );
     gw.write_config(&text);
-    reload_ok(&gw, "key added").await;
+    gw.reload_ok("key added").await;
     assert_eq!(status(&gw, "/observations", &by_second).await.0, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -161,7 +142,7 @@ async fn sighup_reloads_and_settings_that_need_a_restart_are_reported_and_kept()
         .env("MM_SECRET", MM_SECRET)
         .start()
         .await;
-    let mm = token_of(&gw, "mm-1", MM_SECRET).await;
+    let mm = gw.client_credentials_token("mm-1", MM_SECRET, Some(READ)).await;
     let before = gw.config_hash().await;
     let other_port = free_port();
     let old_listen = gw.base.trim_start_matches("http://").to_string();
@@ -177,7 +158,7 @@ async fn sighup_reloads_and_settings_that_need_a_restart_are_reported_and_kept()
     let logs = gw.logs();
     assert!(logs.contains("take a restart") && logs.contains("listen"), "{logs}");
     // asked again: the same report
-    let answer = reload_ok(&gw, "again").await;
+    let answer = gw.reload_ok("again").await;
     assert_eq!(answer["needs_restart"], serde_json::json!(["listen"]));
     assert_eq!(answer["changed"], false);
 }
@@ -192,7 +173,7 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process_without_failing_a
         .env("MM_SECRET", MM_SECRET)
         .start()
         .await;
-    let mm = token_of(&old, "mm-1", MM_SECRET).await;
+    let mm = old.client_credentials_token("mm-1", MM_SECRET, Some(READ)).await;
     let load = Load::start_raw(old.base.trim_start_matches("http://").to_string(), "/observations", Some(mm.clone()), 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
 

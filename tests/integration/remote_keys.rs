@@ -2,7 +2,6 @@
 //! statements from a trusted `jku` or an OADA trusted list; untrusted URLs are never fetched.
 
 use crate::harness::*;
-use crate::oauth::ASSERTION_TYPE;
 use jsonwebtoken::{Algorithm, Header};
 use oada_gateway::keys::{generate, SigningKey};
 use serde_json::{json, Value};
@@ -24,16 +23,6 @@ fn assertion(k: &SigningKey, client_id: &str, aud: &str) -> String {
         &k.encoding,
     )
     .unwrap()
-}
-
-async fn token(gw: &Gateway, assertion: &str) -> (u16, Value) {
-    let r = client()
-        .post(gw.url("/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
 }
 
 fn routes(upstream: &Upstream) -> String {
@@ -61,17 +50,17 @@ async fn partner_registered_by_jwks_uri_with_key_rotation() {
     let client_id = reg["client_id"].as_str().unwrap().to_string();
     assert_eq!(reg["jwks_uri"], jwks_uri);
 
-    let (status, body) = token(&gw, &assertion(&k1, &client_id, &gw.url("/token"))).await;
+    let (status, body) = gw.token_by_assertion(&assertion(&k1, &client_id, &gw.url("/token"))).await;
     assert_eq!(status, 200, "{body}");
     // the partner rotates to k2: an unknown kid triggers one refetch of the key set
     let (k2, jwk2) = key("k2");
     keys.set("/mm/jwks.json", &json!({"keys": [jwk2]}));
-    let (status, body) = token(&gw, &assertion(&k2, &client_id, &gw.url("/token"))).await;
+    let (status, body) = gw.token_by_assertion(&assertion(&k2, &client_id, &gw.url("/token"))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(keys.hits("/mm/jwks.json"), 2, "fetched once, refetched once for the new kid");
     // an unknown kid again does not refetch within the refresh interval
     let (k3, _) = key("k3");
-    let (status, body) = token(&gw, &assertion(&k3, &client_id, &gw.url("/token"))).await;
+    let (status, body) = gw.token_by_assertion(&assertion(&k3, &client_id, &gw.url("/token"))).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(keys.hits("/mm/jwks.json"), 2);
 }
@@ -115,7 +104,7 @@ async fn software_statements_from_a_trusted_jku_and_a_trusted_list() {
     let (status, reg) = register(statement(&signer_a, Some(&keys.url("/a/jwks.json")), &claims)).await;
     assert_eq!(status, 201, "{reg}");
     let client_id = reg["client_id"].as_str().unwrap();
-    let (status, body) = token(&gw, &assertion(&client_key, client_id, &gw.url("/token"))).await;
+    let (status, body) = gw.token_by_assertion(&assertion(&client_key, client_id, &gw.url("/token"))).await;
     assert_eq!(status, 200, "{body}");
 
     // signed with a key at a jku the trusted list names

@@ -104,16 +104,6 @@ async fn register(gw: &Gateway, doc: &Value) -> String {
     r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_string()
 }
 
-async fn token(gw: &Gateway, assertion: &str) -> (u16, Value) {
-    let r = client()
-        .post(gw.url("/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", assertion)])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
 async fn get(gw: &Gateway, path: &str, token: &str) -> u16 {
     client().get(gw.url(path)).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
@@ -122,7 +112,7 @@ async fn get(gw: &Gateway, path: &str, token: &str) -> u16 {
 async fn shared_state_cases(p: &Pair) {
     // register on A, a token on B, used through A and B
     let client_id = register(&p.a, &p.partner.doc).await;
-    let (status, t) = token(&p.b, &assertion(p, &client_id, "first")).await;
+    let (status, t) = p.b.token_by_assertion(&assertion(p, &client_id, "first")).await;
     assert_eq!(status, 200, "{t}");
     let access = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(get(&p.a, "/observations", &access).await, 200);
@@ -157,7 +147,7 @@ async fn shared_state_cases(p: &Pair) {
     }
 
     // revoke on A; B (which has the token cached) refuses it within a second
-    let (_, t) = token(&p.b, &assertion(p, &client_id, "to-revoke")).await;
+    let (_, t) = p.b.token_by_assertion(&assertion(p, &client_id, "to-revoke")).await;
     let doomed = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(get(&p.b, "/observations", &doomed).await, 200, "cached on B");
     let revoked_at = Instant::now();
@@ -192,7 +182,7 @@ async fn two_replicas_share_one_rate_limit_within_the_documented_tolerance() {
     let rule = format!("rate_limits:\n  - name: mm-per-minute\n    partner: moisturemapper\n    rate: {LIMIT}/m\n    burst: {LIMIT}\n");
     let p = pair_with(&store, &store, &rule).await;
     let client_id = register(&p.a, &p.partner.doc).await;
-    let (status, t) = token(&p.a, &assertion(&p, &client_id, "limited")).await;
+    let (status, t) = p.a.token_by_assertion(&assertion(&p, &client_id, "limited")).await;
     assert_eq!(status, 200, "{t}");
     let access = t["access_token"].as_str().unwrap().to_string();
     // 3 x LIMIT requests alternating between the replicas, 20 ms apart: each replica gets one
@@ -342,9 +332,9 @@ async fn redis_away_is_a_503_and_coming_back_heals_without_a_restart() {
     let b_store = redis_store(&redis.url(), "  on_outage: serve_cached\n  max_stale: 3s\n");
     let p = pair(&a_store, &b_store).await;
     let client_id = register(&p.a, &p.partner.doc).await;
-    let (_, t) = token(&p.a, &assertion(&p, &client_id, "before")).await;
+    let (_, t) = p.a.token_by_assertion(&assertion(&p, &client_id, "before")).await;
     let access = t["access_token"].as_str().unwrap().to_string();
-    let (_, t) = token(&p.a, &assertion(&p, &client_id, "never-used")).await;
+    let (_, t) = p.a.token_by_assertion(&assertion(&p, &client_id, "never-used")).await;
     let uncached = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(get(&p.a, "/observations", &access).await, 200);
     assert_eq!(get(&p.b, "/observations", &access).await, 200);
@@ -355,7 +345,7 @@ async fn redis_away_is_a_503_and_coming_back_heals_without_a_restart() {
     let r = client().post(p.a.url("/register")).json(&p.partner.doc).send().await.unwrap();
     assert_eq!(r.status(), 201, "partner registrations store nothing and keep working");
     let started = Instant::now();
-    let (s, body) = token(&p.a, &assertion(&p, &client_id, "during")).await;
+    let (s, body) = p.a.token_by_assertion(&assertion(&p, &client_id, "during")).await;
     assert_eq!((s, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
     assert!(started.elapsed() < Duration::from_secs(3), "bounded by command_timeout: {:?}", started.elapsed());
     let r = client()
@@ -393,7 +383,7 @@ async fn redis_away_is_a_503_and_coming_back_heals_without_a_restart() {
         .await;
         assert_eq!(get(gw, "/observations", &access).await, 200);
     }
-    let (s, _) = token(&p.b, &assertion(&p, &client_id, "after")).await;
+    let (s, _) = p.b.token_by_assertion(&assertion(&p, &client_id, "after")).await;
     assert_eq!(s, 200, "the registration made before the outage is still there");
     assert!(p.a.metric(r#"oada_gateway_store_errors_total{op="remember_assertion"}"#).await >= 1.0);
     for gw in [&p.a, &p.b] {
@@ -410,9 +400,9 @@ async fn revocations_made_while_a_replica_was_cut_off_are_honoured_after_resync(
     let b_store = format!("{store}  username: replica-b\n  password: b-password\n");
     let p = pair(&store, &b_store).await;
     let client_id = register(&p.a, &p.partner.doc).await;
-    let (_, t) = token(&p.a, &assertion(&p, &client_id, "one")).await;
+    let (_, t) = p.a.token_by_assertion(&assertion(&p, &client_id, "one")).await;
     let doomed = t["access_token"].as_str().unwrap().to_string();
-    let (_, t) = token(&p.a, &assertion(&p, &client_id, "two")).await;
+    let (_, t) = p.a.token_by_assertion(&assertion(&p, &client_id, "two")).await;
     let kept = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(get(&p.b, "/observations", &doomed).await, 200);
     assert_eq!(get(&p.b, "/observations", &kept).await, 200);
