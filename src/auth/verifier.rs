@@ -47,6 +47,8 @@ pub struct Grant {
     pub partner_header: Option<HeaderValue>,
     /// The external issuer (`issuers[].issuer`) of the token; `None`: the gateway's own.
     pub issuer: Option<Box<str>>,
+    /// `X-OADA-Issuer`: who issued the token (the gateway's own issuer, or the external one).
+    pub issuer_header: HeaderValue,
 }
 
 /// The party behind a token's client, from the token's claims.
@@ -594,7 +596,12 @@ impl TokenVerifier {
         outcome: Result<ExternalGrant, TokenRejection>,
     ) -> Result<Verified, VerifyError> {
         let valid = outcome.and_then(|g| {
-            let grant = self.grant(g.client_id, g.user, g.scope, None, Some(issuer.name()))?;
+            // an external issuer's `frank` is not the gateway's `frank` unless configured so
+            let user = match &issuer.config.subject_prefix {
+                Some(prefix) => g.user.map(|sub| format!("{prefix}:{sub}")),
+                None => g.user,
+            };
+            let grant = self.grant(g.client_id, user, g.scope, None, Some(issuer.name()))?;
             Ok(ValidToken {
                 valid_until: g.valid_until,
                 grant,
@@ -804,6 +811,7 @@ impl TokenVerifier {
             user_id_header: user.as_deref().map(header).transpose()?,
             scope_header: header(&scope)?,
             partner_header: partner.as_ref().map(|p| header(p.name())).transpose()?,
+            issuer_header: header(issuer.unwrap_or(&self.issuer))?,
             client_id: client_id.into_boxed_str(),
             user_id: user.map(String::into_boxed_str),
             scopes,

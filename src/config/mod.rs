@@ -135,6 +135,11 @@ pub struct ExternalIssuerConfig {
     pub introspection: Option<IntrospectionConfig>,
     pub jwks_cache: JwksCacheConfig,
     pub startup: IssuerStartup,
+    /// The prefix of its people's ids upstream (`<name>:<sub>`); `None`: they share the
+    /// gateway's subject space and pass unprefixed (`shares_subjects: true`).
+    pub subject_prefix: Option<String>,
+    /// The `typ` its JWTs must carry, compared case-insensitively (RFC 8725 §3.11).
+    pub require_typ: Option<String>,
 }
 
 /// Distributed tracing (`tracing:`).
@@ -561,6 +566,9 @@ pub struct DownstreamConfig {
     pub send_timeout: Duration,
     /// Answer TRACE (405 by default: it echoes credentials back to scripts).
     pub allow_trace: bool,
+    /// Forward header names with underscores (dropped by default, as nginx does); names that
+    /// fold into the gateway's own (`X_OADA_*`, `X_Forwarded_*`) are dropped either way.
+    pub underscores_in_headers: bool,
 }
 
 /// Per-client-address rate limits on the hosted endpoints, so that they cannot be flooded.

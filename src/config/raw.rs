@@ -80,6 +80,15 @@ pub struct RawIssuer {
     pub jwks_cache: RawJwksCache,
     #[serde(default)]
     pub startup: Option<String>,
+    /// The prefix of its subjects in `X-OADA-User-Id` (`<name>:<sub>`); default: the issuer URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its `sub` values name the same people as the gateway's own (no prefix).
+    #[serde(default)]
+    pub shares_subjects: bool,
+    /// The `typ` header its JWTs must carry (e.g. `at+jwt`, RFC 9068); default: not checked.
+    #[serde(default)]
+    pub require_typ: Option<String>,
 }
 
 /// RFC 7662 introspection of an issuer's opaque tokens.
@@ -369,6 +378,8 @@ pub struct RawServer {
     pub send_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub allow_trace: Option<bool>,
+    #[serde(default)]
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// Per-client-address limits on the hosted endpoints.

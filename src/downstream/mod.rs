@@ -293,6 +293,7 @@ mod tests {
             body_timeout: std::time::Duration::from_secs(60),
             send_timeout: std::time::Duration::from_secs(60),
             allow_trace: false,
+            underscores_in_headers: false,
         };
         Arc::new(ConnectionGuard::new(config, Arc::new(Metrics::new())))
     }

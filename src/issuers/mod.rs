@@ -295,6 +295,14 @@ impl ExternalIssuer {
         if !self.config.algorithms.contains(&header.alg) {
             return Ok(Err(TokenRejection::WrongAlgorithm));
         }
+        if let Some(required) = &self.config.require_typ {
+            // RFC 8725 §3.11: a token of another kind (an ID token, a logout token) is refused
+            let typ = header.typ.as_deref().unwrap_or("");
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            if !typ.eq_ignore_ascii_case(required) {
+                return Ok(Err(TokenRejection::WrongType));
+            }
+        }
         let kid = header.kid.as_deref();
         let mut keys = self.keys.usable();
         let known = keys.as_ref().is_some_and(|k| k.find(kid).is_some());

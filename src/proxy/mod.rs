@@ -44,6 +44,8 @@ pub const USER_ID_HEADER: &str = "X-OADA-User-Id";
 /// Who the client belongs to: the configured partner's name, or a software statement's
 /// `software_id`; absent otherwise.
 pub const PARTNER_HEADER: &str = "X-OADA-Partner";
+/// Who issued the token: the gateway's own issuer or an external one (`issuers[].issuer`).
+pub const ISSUER_HEADER: &str = "X-OADA-Issuer";
 const X_FORWARDED_FOR: &str = "X-Forwarded-For";
 
 /// How many servers one request may try (the first, and one retry on another server).
@@ -140,6 +142,7 @@ impl Proxy {
             max_total: d.max_request_header_bytes,
             max_line: d.max_request_header_line_bytes,
             allow_trace: d.allow_trace,
+            pass_underscores: d.underscores_in_headers,
         };
         Proxy {
             metrics: shared.metrics.clone(),
@@ -400,12 +403,11 @@ impl ProxyHttp for Proxy {
             trace.propagate(&call, upstream_request)?;
             ctx.upstream_call = Some(call);
         }
-        if ctx.head.has_identity_headers() {
-            // only the gateway says who is calling
-            upstream_request.remove_header(CLIENT_ID_HEADER);
-            upstream_request.remove_header(SCOPE_HEADER);
-            upstream_request.remove_header(USER_ID_HEADER);
-            upstream_request.remove_header(PARTNER_HEADER);
+        if ctx.head.has_identity_headers() || ctx.head.has_underscored_names() {
+            // only the gateway says who is calling: every `X-OADA-*` a client sent goes, and so
+            // do names with underscores (`X_OADA_User_Id` reads as `X-OADA-User-Id` to CGI, WSGI
+            // and Rack upstreams), as nginx drops them by default
+            strict::remove_client_identity(upstream_request, self.head_limits.pass_underscores);
         }
         if let Some(route) = ctx.route() {
             if !route.forward_authorization {
@@ -421,6 +423,7 @@ impl ProxyHttp for Proxy {
             if let Some(partner) = &grant.partner_header {
                 upstream_request.insert_header(PARTNER_HEADER, partner.clone())?;
             }
+            upstream_request.insert_header(ISSUER_HEADER, grant.issuer_header.clone())?;
         }
         // never forward a query-string token
         if ctx.gw.authorizer.allows_query_token() {

@@ -26,6 +26,8 @@ pub struct HeadLimits {
     pub max_total: usize,
     pub max_line: usize,
     pub allow_trace: bool,
+    /// Forward header names with underscores (`server.underscores_in_headers`).
+    pub pass_underscores: bool,
 }
 
 /// What the gateway needs to know about a request head, gathered in the one pass that checks it
@@ -47,6 +49,8 @@ pub struct HeadFacts {
     carries_trace_context: bool,
     /// The client sent `X-Forwarded-For` (the gateway appends to it).
     has_forwarded_for: bool,
+    /// A header name has an underscore (`X_OADA_User_Id`).
+    has_underscored_names: bool,
 }
 
 impl HeadFacts {
@@ -78,6 +82,11 @@ impl HeadFacts {
     /// Did the client send `X-Forwarded-For`?
     pub fn has_forwarded_for(&self) -> bool {
         self.has_forwarded_for
+    }
+
+    /// Did the client send a header name with an underscore?
+    pub fn has_underscored_names(&self) -> bool {
+        self.has_underscored_names
     }
 }
 
@@ -131,6 +140,8 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<HeadFacts,
             facts.carries_trace_context = true;
         } else if name.as_str() == "x-forwarded-for" {
             facts.has_forwarded_for = true;
+        } else if name.as_str().as_bytes().contains(&b'_') {
+            facts.has_underscored_names = true;
         }
     }
     if total > limits.max_total {
@@ -146,12 +157,42 @@ pub fn check_head(req: &RequestHeader, limits: &HeadLimits) -> Result<HeadFacts,
     Ok(facts)
 }
 
+/// Header namespaces only the gateway writes to (once `_` reads as `-`).
+const GATEWAY_NAMESPACES: [&str; 3] = [IDENTITY_HEADER_PREFIX, "x-forwarded-", "forwarded"];
+
+/// Removes what a client may not say to the upstream: every `X-OADA-*` field, every name with an
+/// underscore that folds into a gateway namespace (`X_OADA_User_Id`, `X_Forwarded_For`: CGI, WSGI
+/// and Rack read `_` and `-` alike), and, unless `pass_underscores`, every underscored name.
+pub fn remove_client_identity(req: &mut RequestHeader, pass_underscores: bool) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            if name.starts_with(IDENTITY_HEADER_PREFIX) {
+                return true;
+            }
+            if !name.contains('_') {
+                return false;
+            }
+            let folded = name.replace('_', "-");
+            !pass_underscores || GATEWAY_NAMESPACES.iter().any(|ns| folded.starts_with(ns))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
 /// Rewrites the request the upstream will get; `head` are the facts `check_head` gathered from
 /// the client's request, `host` is the gateway's own authority, for HTTP/1.0 requests that name
 /// none.
 pub fn normalize_upstream(req: &mut RequestHeader, head: &HeadFacts, host: &str) -> pingora::Result<()> {
-    if req.uri.scheme().is_some() || req.uri.authority().is_some() {
-        let origin_form = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    // Pingora keeps an absolute-form target verbatim for the wire (its `uri` holds only the
+    // path), so the target is rewritten from the path and query whenever the two differ.
+    let origin_form = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    if req.uri.scheme().is_some() || req.uri.authority().is_some() || req.raw_path() != origin_form.as_bytes() {
         let uri = origin_form
             .parse()
             .map_err(|_| pingora::Error::explain(pingora::ErrorType::InternalError, "origin-form target"))?;
@@ -181,6 +222,7 @@ mod tests {
             max_total: 4096,
             max_line: 1024,
             allow_trace: false,
+            pass_underscores: false,
         }
     }
 
@@ -227,6 +269,7 @@ mod tests {
         assert!(head.has_body() && !head.expects_continue(), "Expect is only honoured on HTTP/1.1");
         normalize_upstream(&mut r, &head, "api.example").unwrap();
         assert_eq!(r.uri.to_string(), "/x?y=1");
+        assert_eq!(r.raw_path(), b"/x?y=1", "what is written on the wire");
         assert_eq!(r.headers.get(HOST).unwrap(), "api.example");
         assert_eq!(r.headers.get_all(CONTENT_LENGTH).iter().count(), 1);
         assert_eq!(r.headers.get(CONTENT_LENGTH).unwrap(), "5");
@@ -256,5 +299,30 @@ mod tests {
         let head = check_head(&r, &limits()).unwrap();
         normalize_upstream(&mut r, &head, "gw").unwrap();
         assert_eq!(r.headers.get_all(CONTENT_LENGTH).iter().count(), 1);
+    }
+
+    #[test]
+    fn client_identity_and_underscored_names_are_removed() {
+        let sent = [
+            ("X-OADA-Role", "admin"),
+            ("X-OADA-Issuer", "https://evil.example"),
+            ("x-oada-user-id", "frank"),
+            ("X_OADA_User_Id", "frank"),
+            ("X_Forwarded_For", "10.0.0.1"),
+            ("My_Header", "kept only when allowed"),
+            ("X-Other", "kept"),
+        ];
+        let mut r = request("GET", "/", &sent);
+        let facts = check_head(&r, &HeadLimits { ..limits() }).unwrap();
+        assert!(facts.has_identity_headers() && facts.has_underscored_names());
+        remove_client_identity(&mut r, false);
+        let left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(left, ["x-other"]);
+
+        let mut r = request("GET", "/", &sent);
+        remove_client_identity(&mut r, true);
+        let mut left: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["my_header", "x-other"], "underscores pass, but never into the gateway's namespaces");
     }
 }

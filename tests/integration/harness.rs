@@ -30,12 +30,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// What the upstream saw of one request.
+/// What the upstream saw of one request, read from the raw bytes it received: the request line's
+/// target and the header fields exactly as sent (names lower-cased for lookups), not what an HTTP
+/// library parsed and normalized from them.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// The request-target as written on the request line.
     pub path_and_query: String,
     pub headers: HashMap<String, Vec<String>>,
+    /// The request line and header section as received, up to and including the blank line.
+    pub raw_head: String,
 }
 
 impl Seen {
@@ -51,9 +56,110 @@ impl Seen {
             .get(&name.to_ascii_lowercase())
             .map_or(0, Vec::len)
     }
+
+    /// The request line as received (`GET /x HTTP/1.1`).
+    pub fn request_line(&self) -> &str {
+        self.raw_head.split("\r\n").next().unwrap_or_default()
+    }
 }
 
-/// A real HTTP/1.1 upstream that records requests. `/slow?ms=N` answers after N ms.
+/// The bytes a connection of the recording upstream has received, and how far its requests have
+/// been taken from them.
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    /// Start of the next request's head.
+    next: usize,
+}
+
+impl Received {
+    /// The next request head (request line and fields, with its blank line) and where it ends.
+    fn next_head(&mut self) -> Option<(String, usize)> {
+        let mut start = self.next;
+        while self.bytes.get(start).is_some_and(|b| *b == b'\r' || *b == b'\n') {
+            start += 1;
+        }
+        let end = find(&self.bytes[start..], b"\r\n\r\n")? + start + 4;
+        Some((String::from_utf8_lossy(&self.bytes[start..end]).into_owned(), end))
+    }
+
+    /// Skips a chunked body starting at `at`; where it ends (after the trailer section).
+    fn chunked_end(&self, mut at: usize) -> usize {
+        loop {
+            let Some(line_end) = find(&self.bytes[at..], b"\r\n").map(|i| i + at) else { return self.bytes.len() };
+            let size_text = String::from_utf8_lossy(&self.bytes[at..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            at = line_end + 2;
+            if size == 0 {
+                // trailer fields, then a blank line
+                loop {
+                    let Some(e) = find(&self.bytes[at..], b"\r\n").map(|i| i + at) else { return self.bytes.len() };
+                    let blank = e == at;
+                    at = e + 2;
+                    if blank {
+                        return at;
+                    }
+                }
+            }
+            at += size + 2;
+        }
+    }
+}
+
+/// A client connection of the recording upstream: every byte read is kept in [`Received`].
+struct RecordingIo {
+    stream: tokio::net::TcpStream,
+    received: Arc<Mutex<Received>>,
+}
+
+impl tokio::io::AsyncRead for RecordingIo {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut this.stream).poll_read(cx, buf);
+        if poll.is_ready() {
+            this.received.lock().unwrap().bytes.extend_from_slice(&buf.filled()[before..]);
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordingIo {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Reads a raw request head into a [`Seen`].
+fn seen_of(raw_head: String) -> Seen {
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let _ = parsed.parse(raw_head.as_bytes());
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for h in parsed.headers.iter().filter(|h| !h.name.is_empty()) {
+        headers
+            .entry(h.name.to_ascii_lowercase())
+            .or_default()
+            .push(String::from_utf8_lossy(h.value).into_owned());
+    }
+    Seen {
+        method: parsed.method.unwrap_or_default().to_string(),
+        path_and_query: parsed.path.unwrap_or_default().to_string(),
+        headers,
+        raw_head,
+    }
+}
+
+/// A real HTTP/1.1 upstream that records the raw requests it receives. `/slow?ms=N` answers after
+/// N ms.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -66,6 +172,7 @@ impl Upstream {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Upstream {
+        use http_body_util::BodyExt;
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -76,27 +183,34 @@ impl Upstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let recorded = recorded.clone();
+                let received: Arc<Mutex<Received>> = Arc::default();
+                let io = RecordingIo { stream, received: received.clone() };
                 connections.spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let recorded = recorded.clone();
+                        let (recorded, received) = (recorded.clone(), received.clone());
                         async move {
-                            let mut headers: HashMap<String, Vec<String>> = HashMap::new();
-                            for (k, v) in req.headers() {
-                                headers
-                                    .entry(k.as_str().to_string())
-                                    .or_default()
-                                    .push(v.to_str().unwrap_or("").to_string());
+                            // the head has been read whole before hyper hands the request over
+                            let head = received.lock().unwrap().next_head();
+                            let chunked = req
+                                .headers()
+                                .get("transfer-encoding")
+                                .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().map(str::to_string);
+                            let body_len = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            let Some((raw_head, head_end)) = head else {
+                                return Ok::<_, Infallible>(Response::builder().status(500).body(Full::new(Bytes::from("no raw head"))).unwrap());
+                            };
+                            {
+                                let mut r = received.lock().unwrap();
+                                r.next = if chunked { r.chunked_end(head_end) } else { head_end + body_len };
                             }
-                            let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                            recorded.lock().unwrap().push(Seen {
-                                method: req.method().to_string(),
-                                path_and_query: path_and_query.clone(),
-                                headers,
-                            });
-                            if req.uri().path() == "/slow" {
-                                let ms: u64 = req
-                                    .uri()
-                                    .query()
+                            let seen = seen_of(raw_head);
+                            let path_and_query = seen.path_and_query.clone();
+                            recorded.lock().unwrap().push(seen);
+                            if path == "/slow" {
+                                let ms: u64 = query
+                                    .as_deref()
                                     .and_then(|q| q.strip_prefix("ms="))
                                     .and_then(|v| v.parse().ok())
                                     .unwrap_or(1000);
@@ -112,7 +226,7 @@ impl Upstream {
                         }
                     });
                     let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .await;
                 });
             }

@@ -80,6 +80,25 @@ impl Builder {
                     }
                 };
                 let jwks_cache = self.jwks_cache(&key, &r.jwks_cache);
+                if let Some(name) = &r.name {
+                    if name.is_empty() || name.len() > 256 || name.chars().any(|c| c.is_control() || c == ':') {
+                        self.diag.error(
+                            format!("{key}.name"),
+                            "must be 1-256 printable characters without `:` (it prefixes the issuer's subjects: `<name>:<sub>`)",
+                        );
+                    }
+                }
+                if r.shares_subjects && r.name.is_some() {
+                    self.diag.error(
+                        format!("{key}.name"),
+                        "names the prefix of the issuer's subjects, which shares_subjects: true leaves off; give one or the other",
+                    );
+                }
+                if let Some(typ) = &r.require_typ {
+                    if typ.is_empty() || !typ.bytes().all(|b| b.is_ascii_graphic()) {
+                        self.diag.error(format!("{key}.require_typ"), "must be a media type such as at+jwt");
+                    }
+                }
                 Some(ExternalIssuerConfig {
                     issuer: r.issuer.clone(),
                     keys,
@@ -89,6 +108,8 @@ impl Builder {
                     introspection,
                     jwks_cache,
                     startup,
+                    subject_prefix: (!r.shares_subjects).then(|| r.name.clone().unwrap_or_else(|| r.issuer.clone())),
+                    require_typ: r.require_typ.clone(),
                 })
             })
             .collect()

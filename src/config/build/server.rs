@@ -34,6 +34,7 @@ impl Builder {
             body_timeout: secs(raw.body_timeout, BODY_TIMEOUT),
             send_timeout: secs(raw.send_timeout, SEND_TIMEOUT),
             allow_trace: raw.allow_trace.unwrap_or(false),
+            underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         };
         let s = ServerConfig {
             threads: raw.threads.unwrap_or(default_threads),

@@ -2,6 +2,7 @@
 //! gateway, each case bounded in time so that CI runs them all.
 
 mod connections;
+mod identity;
 mod registration;
 mod strict_http;
 mod upstream_faults;

@@ -46,11 +46,18 @@ async fn absolute_form_target_reaches_the_upstream_in_origin_form() {
     assert_eq!(status_of(&response), 200, "{response}");
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].path_and_query, "/open/x?q=1", "origin-form upstream");
+    assert_eq!(seen[0].request_line(), "GET /open/x?q=1 HTTP/1.1", "origin-form on the wire");
+    // a target naming the host that Host names too: still origin-form on the wire
+    let response = exchange(&gw, "GET http://evil.example/open/y HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].request_line(), "GET /open/y HTTP/1.1", "{}", seen[1].raw_head);
+    assert_eq!(seen[1].header("host"), Some("evil.example"));
     // a target naming another host than Host is refused outright
     let response = exchange(&gw, &format!("GET http://evil.example/open/x HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
     assert_eq!(status_of(&response), 400, "{response}");
-    assert_eq!(upstream.requests().len(), 1);
+    assert_eq!(upstream.requests().len(), 2);
 }
 
 #[tokio::test]
